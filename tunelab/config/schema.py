@@ -1,0 +1,175 @@
+"""The one typed, strict, frozen run config.
+
+Every option is documented once, here, in the field's `description`; `tunelab config-help` and the
+example configs in `configs/` are checked against these fields. Unknown keys are errors
+(extra="forbid"); method options nest under the method (a discriminated union on `name`), so an
+option of another method fails by structure.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+BUILTIN_DEFAULT_MODEL = "smollm2-135m-instruct"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class ModelConfig(Strict):
+    name: str = Field(
+        BUILTIN_DEFAULT_MODEL,
+        description="Built-in alias (see `tunelab models`), a local Hugging Face model directory, a hub id, "
+        "or a path to a .gguf file.",
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="Weight/compute dtype. `auto`: bfloat16 where the hardware runs it natively, else float32."
+    )
+    device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="`auto` picks cuda, then mps, then cpu.")
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit) for hub ids.")
+    trust_remote_code: bool = Field(False, description="Allow model code from the hub to run. Off unless you set it.")
+
+
+class DataConfig(Strict):
+    train: Path = Field(..., description="Training file: .jsonl, .json, .csv, .parquet, or a saved `datasets` dir.")
+    validation: Path | None = Field(None, description="Optional validation file (same formats as `train`).")
+    val_size: float | None = Field(
+        None,
+        description="Hold out this share (0 < x < 1) or this many rows (x >= 1) of `train` for validation, "
+        "deterministically from `train.seed`. Not allowed together with `validation`.",
+    )
+    format: Literal["auto", "prompt_completion", "alpaca", "chat", "text", "classification"] = Field(
+        "auto", description="Row format; `auto` detects it from the fields of the first row."
+    )
+    labels: list[str] | None = Field(
+        None, description="Classification label set. Default: the labels seen in the training file."
+    )
+    system: str | None = Field(None, description="System prompt added to every example that has none.")
+    template: str = Field(
+        "auto",
+        description="How prompts are rendered: `auto` (the model's chat template, else `plain`), `chat_template`, "
+        "`plain`, `alpaca`, or a custom Jinja chat template string.",
+    )
+    on_bad_rows: Literal["error", "skip"] = Field(
+        "error", description="`error`: stop and list every bad row. `skip`: drop them and report counts per reason."
+    )
+    max_skip_fraction: float = Field(
+        0.05, ge=0, le=1, description="With on_bad_rows=skip, skipping more than this share of rows is an error."
+    )
+
+    @field_validator("val_size")
+    @classmethod
+    def _val_size_positive(cls, v: float | None) -> float | None:
+        if v is not None and (v <= 0 or (v >= 1 and v != int(v))):
+            raise ValueError("must be a share in (0, 1) or a whole number of rows >= 1")
+        return v
+
+    @model_validator(mode="after")
+    def _one_validation_source(self) -> DataConfig:
+        if self.validation is not None and self.val_size is not None:
+            raise ValueError("give either `validation` (a file) or `val_size` (a split of train), not both")
+        return self
+
+
+class FullMethod(Strict):
+    """Every weight trains."""
+
+    name: Literal["full"]
+
+
+class FreezeMethod(Strict):
+    """Feature extraction: early blocks frozen, the last `trainable_layers` transformer blocks train."""
+
+    name: Literal["freeze"]
+    trainable_layers: int = Field(2, ge=1, description="How many of the last transformer blocks train.")
+    train_norm: bool = Field(True, description="Also train the final normalization layer.")
+    train_lm_head: bool = Field(False, description="Also train the LM head (and tied embeddings, if tied).")
+
+
+class LoraMethod(Strict):
+    """LoRA through peft: low-rank updates on the chosen linear layers; the base stays frozen."""
+
+    name: Literal["lora"]
+    r: int = Field(16, ge=1, description="LoRA rank.")
+    alpha: float = Field(32, gt=0, description="LoRA alpha; the update is scaled by alpha/r (alpha/sqrt(r) with rsLoRA).")
+    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the LoRA input.")
+    target_modules: list[str] | Literal["all-linear"] = Field(
+        "all-linear", description="Module names to adapt, or `all-linear` (every linear layer but the LM head)."
+    )
+    use_rslora: bool = Field(False, description="rsLoRA: scale by alpha/sqrt(r), stabler at high rank.")
+    use_dora: bool = Field(False, description="DoRA: weight-decomposed LoRA (magnitude + direction).")
+
+
+MethodConfig = Annotated[FullMethod | FreezeMethod | LoraMethod, Field(discriminator="name")]
+
+
+class TrainConfig(Strict):
+    """Training arguments, under their Hugging Face `TrainingArguments` names."""
+
+    output_dir: Path = Field(Path("runs/run"), description="The run directory.")
+    num_train_epochs: float = Field(1.0, gt=0)
+    max_steps: int = Field(-1, description="If > 0, stop after this many optimizer steps (overrides epochs).")
+    per_device_train_batch_size: int = Field(8, ge=1)
+    per_device_eval_batch_size: int = Field(8, ge=1)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    learning_rate: float = Field(2e-4, gt=0)
+    lr_scheduler_type: Literal[
+        "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup", "inverse_sqrt"
+    ] = "linear"
+    warmup_ratio: float = Field(0.0, ge=0, le=1)
+    weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float = Field(1.0, ge=0)
+    logging_dir: Path | None = Field(None, description="TensorBoard event files. Default: <output_dir>/logs.")
+    logging_steps: int = Field(10, ge=1)
+    eval_strategy: Literal["auto", "no", "steps", "epoch"] = Field(
+        "auto", description="`auto`: `epoch` when there is validation data, else `no`."
+    )
+    eval_steps: int | None = Field(None, ge=1)
+    save_strategy: Literal["no", "steps", "epoch"] = "steps"
+    save_steps: int = Field(100, ge=1)
+    save_total_limit: int | None = Field(3, ge=1)
+    load_best_model_at_end: bool = False
+    metric_for_best_model: str = "eval_loss"
+    greater_is_better: bool | None = Field(None, description="Default: False for losses, True for other metrics.")
+    early_stopping_patience: int | None = Field(
+        None, ge=1, description="Stop after this many evaluations without improvement of metric_for_best_model."
+    )
+    seed: int = 42
+    max_seq_length: int = Field(1024, ge=8, description="Rows longer than this are bad rows (see data.on_bad_rows).")
+    overwrite_output_dir: bool = Field(False, description="Allow training into an output_dir that already has a run.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainConfig:
+        if self.eval_strategy == "steps" and self.eval_steps is None:
+            raise ValueError("eval_strategy=steps needs eval_steps (e.g. train.eval_steps=50)")
+        if self.load_best_model_at_end and self.save_strategy == "no":
+            raise ValueError("load_best_model_at_end needs checkpoints: set save_strategy to steps or epoch")
+        return self
+
+
+class RunConfig(Strict):
+    """A whole fine-tuning run: model → data → method → training."""
+
+    model: ModelConfig = ModelConfig()
+    data: DataConfig
+    method: MethodConfig = Field(default_factory=lambda: LoraMethod(name="lora"))
+    train: TrainConfig = TrainConfig()
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _model_shorthand(cls, v: object) -> object:
+        # `model: smollm2-135m-instruct` is the common case; expand it to `model: {name: ...}`.
+        return {"name": v} if isinstance(v, str) else v
+
+    @field_validator("method", mode="before")
+    @classmethod
+    def _method_shorthand(cls, v: object) -> object:
+        if isinstance(v, str):
+            return {"name": v}
+        if isinstance(v, dict) and "name" not in v:
+            return {"name": "lora", **v}  # the default method, so `method.r=8` alone works
+        return v
