@@ -95,7 +95,9 @@ class LoraMethod(Strict):
 
     name: Literal["lora"]
     r: int = Field(16, ge=1, description="LoRA rank.")
-    alpha: float = Field(32, gt=0, description="LoRA alpha; the update is scaled by alpha/r (alpha/sqrt(r) with rsLoRA).")
+    alpha: float = Field(
+        32, gt=0, description="LoRA alpha; the update is scaled by alpha/r (alpha/sqrt(r) with rsLoRA)."
+    )
     dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the LoRA input.")
     target_modules: list[str] | Literal["all-linear"] = Field(
         "all-linear", description="Module names to adapt, or `all-linear` (every linear layer but the LM head)."

@@ -13,7 +13,11 @@ Message = dict[str, Any]  # {"role": "system"|"user"|"assistant", "content": str
 # Named plain templates for models without a chat template. Each turn is rendered as
 # user_prefix + user + assistant_prefix; the assistant text follows, then the EOS token.
 PLAIN_TEMPLATES: dict[str, dict[str, str]] = {
-    "plain": {"system": "{system}\n\n", "user": "### Instruction:\n{content}\n\n### Response:\n", "after_assistant": "\n\n"},
+    "plain": {
+        "system": "{system}\n\n",
+        "user": "### Instruction:\n{content}\n\n### Response:\n",
+        "after_assistant": "\n\n",
+    },
     "alpaca": {
         "system": "{system}\n\n",
         "user": "Below is an instruction that describes a task. Write a response that appropriately completes "
@@ -79,3 +83,12 @@ def render_plain(tokenizer: Any, messages: list[Message], template: str, add_gen
     if not add_generation_prompt and out and messages[-1]["role"] == "assistant":
         out[-1] = out[-1][: -len(parts["after_assistant"])] if parts["after_assistant"] else out[-1]
     return "".join(out)
+
+
+def adds_special_tokens(tokenizer: Any, template: str) -> bool:
+    """Whether rendered text is tokenized with `add_special_tokens=True` (training and generation alike).
+
+    A chat template writes its own special tokens (a BOS, if the model wants one), so adding them again
+    would double them; plain templates rely on the tokenizer to add its BOS.
+    """
+    return not uses_chat_template(tokenizer, template)

@@ -1,0 +1,54 @@
+"""Small builders shared by the tests: data files, configs, and the CLI runner."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+import yaml
+from click.testing import CliRunner
+
+from tunelab import cli
+
+
+def memorizable_rows(n: int = 8) -> list[dict[str, str]]:
+    """Short prompt/completion pairs a tiny model can memorize in a few dozen steps."""
+    words = ["apple", "river", "stone", "cloud", "ember", "maple", "north", "quiet", "amber", "delta"]
+    return [{"prompt": f"Say the word number {i}.", "completion": words[i % len(words)]} for i in range(n)]
+
+
+def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def write_config(
+    tmp_path: Path,
+    model_dir: Path,
+    method: Any = "lora",
+    train: dict[str, Any] | None = None,
+    data: dict[str, Any] | None = None,
+    name: str = "config.yaml",
+) -> Path:
+    """A run config on the tiny model in float32 (bit-exact comparisons), output in tmp_path/run."""
+    data = data or {"train": str(write_jsonl(tmp_path / "train.jsonl", memorizable_rows()))}
+    train_cfg = {"output_dir": str(tmp_path / "run"), "per_device_train_batch_size": 4, "logging_steps": 1}
+    train_cfg.update(train or {})
+    cfg = {
+        "model": {"name": str(model_dir), "dtype": "float32", "device": "cpu"},
+        "data": data,
+        "method": method,
+        "train": train_cfg,
+    }
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def run_cli(args: list[str]):
+    """Run the real `tunelab` entry point in-process, exactly as the command line does (errors rendered, exit
+    codes set); `result.output` holds stdout and stderr."""
+    command = click.Command("tunelab", callback=lambda: cli.main(args))
+    return CliRunner().invoke(command, [], catch_exceptions=True)

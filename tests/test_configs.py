@@ -1,0 +1,68 @@
+"""Every shipped config validates, its data passes the preflight, and config errors say where and how to fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from tunelab import config, data
+from tunelab.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
+
+
+def test_there_is_a_config_per_method():
+    from tunelab.methods import METHODS
+
+    used = {config.load(p).method.name for p in CONFIGS}
+    assert set(METHODS) <= used
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_shipped_config_validates_and_its_data_passes_preflight(path, monkeypatch):
+    monkeypatch.chdir(ROOT)  # data paths in configs are relative to the repository root
+    cfg = config.load(path)
+    rows = data.preflight(cfg)
+    assert rows is not None
+
+
+def test_demo_system_prompt_is_the_shipped_one():
+    cfg = config.load(ROOT / "configs" / "demo.yaml")
+    assert cfg.data.system == (ROOT / "examples/support_tickets/system.txt").read_text().strip()
+
+
+def test_all_problems_reported_at_once_with_lines_and_fixes(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(
+        "data:\n  train: x.jsonl\n  val_sise: 0.1\nmethod:\n  name: full\n  r: 8\ntrain:\n  learning_rat: 1\n"
+    )
+    with pytest.raises(ConfigError) as exc:
+        config.load(path)
+    text = str(exc.value)
+    assert f"{path}:3: unknown key `data.val_sise`; did you mean `data.val_size`?" in text
+    assert f"{path}:6: unknown key `method.r`; `r` is an option of method `lora`, not `full`" in text
+    assert f"{path}:8: unknown key `train.learning_rat`; did you mean `train.learning_rate`?" in text
+
+
+def test_overrides_parse_values_and_nest():
+    cfg = config.load(None, ["data.train=a.jsonl", "method.r=4", "train.learning_rate=1e-4", "model=foo"])
+    assert cfg.method.name == "lora" and cfg.method.r == 4
+    assert cfg.train.learning_rate == 1e-4 and cfg.model.name == "foo"
+
+
+def test_missing_required_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="`data` is required"):
+        config.load(None, ["train.seed=1"])
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("data:\n  train: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        config.load(broken)
+
+
+def test_config_is_frozen():
+    cfg = config.load(None, ["data.train=a.jsonl"])
+    with pytest.raises(ValidationError):
+        cfg.train.seed = 3  # type: ignore[misc]

@@ -1,0 +1,132 @@
+"""Training through the real CLI on the tiny random Llama: what each method changes, and the run dir."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from tests.helpers import memorizable_rows, run_cli, write_config, write_jsonl
+
+
+def state_dict_of(model_dir: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(model_dir / "model.safetensors"))
+
+
+def test_full_trains_every_weight_and_loss_falls(tmp_path, tiny_model_dir):
+    cfg = write_config(
+        tmp_path, tiny_model_dir, method={"name": "full"}, train={"max_steps": 40, "learning_rate": 2e-2}
+    )
+    result = run_cli(["train", str(cfg)])
+    assert result.exit_code == 0, result.output
+    run_dir = tmp_path / "run"
+    assert {"config.yaml", "versions.json", "model", "metrics.json", "trainer_state.json", "COMPLETE", "logs"} <= {
+        p.name for p in run_dir.iterdir()
+    }
+    losses = [
+        h["loss"] for h in json.loads((run_dir / "trainer_state.json").read_text())["log_history"] if "loss" in h
+    ]
+    assert losses[-1] < 0.5 * losses[0], losses
+    before, after = state_dict_of(tiny_model_dir), state_dict_of(run_dir / "model")
+    unchanged = [k for k in before if torch.equal(before[k], after[k])]
+    assert unchanged == []
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["trainable_params"] == metrics["total_params"]
+    assert list((run_dir / "logs").glob("events.out.tfevents.*")), "no TensorBoard event file"
+
+
+def test_freeze_leaves_frozen_weights_bit_identical(tmp_path, tiny_model_dir):
+    method = {"name": "freeze", "trainable_layers": 1, "train_norm": True}
+    cfg = write_config(tmp_path, tiny_model_dir, method=method, train={"max_steps": 4, "learning_rate": 1e-2})
+    assert run_cli(["train", str(cfg)]).exit_code == 0
+    before, after = state_dict_of(tiny_model_dir), state_dict_of(tmp_path / "run" / "model")
+    trained = {k for k in before if not torch.equal(before[k], after[k])}
+    assert trained, "nothing trained"
+    assert all(k.startswith(("model.layers.1.", "model.norm.")) for k in trained), trained
+    assert any(k.startswith("model.layers.1.") for k in trained)
+    frozen = [k for k in before if k.startswith(("model.layers.0.", "model.embed_tokens"))]
+    assert frozen and not (set(frozen) & trained)
+
+
+def test_lora_leaves_base_untouched_and_saves_only_the_adapter(tmp_path, tiny_model_dir):
+    base_before = state_dict_of(tiny_model_dir)
+    method = {"name": "lora", "r": 4, "alpha": 8}
+    cfg = write_config(tmp_path, tiny_model_dir, method=method, train={"max_steps": 4, "learning_rate": 1e-2})
+    assert run_cli(["train", str(cfg)]).exit_code == 0
+    run_dir = tmp_path / "run"
+    adapter = run_dir / "adapter"
+    assert (adapter / "adapter_model.safetensors").is_file() and (adapter / "adapter_config.json").is_file()
+    assert not list(run_dir.rglob("model.safetensors")), "a LoRA run must not save the base weights"
+    saved = load_file(str(adapter / "adapter_model.safetensors"))
+    assert saved and all("lora_" in k for k in saved)
+    lora_b = [v for k, v in saved.items() if "lora_B" in k]
+    assert any(v.abs().sum() > 0 for v in lora_b), "lora_B still zero: the adapter did not train"
+    # Every linear layer but the LM head is adapted: 7 per block (q, k, v, o, gate, up, down) x 2 blocks.
+    assert len([k for k in saved if "lora_A" in k]) == 14
+    assert all(torch.equal(v, state_dict_of(tiny_model_dir)[k]) for k, v in base_before.items())
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    expected = sum(v.numel() for v in saved.values())
+    assert metrics["trainable_params"] == expected
+
+
+def test_resolved_config_and_versions_are_recorded(tmp_path, tiny_model_dir):
+    cfg = write_config(tmp_path, tiny_model_dir, method="lora", train={"max_steps": 1})
+    assert run_cli(["train", str(cfg), "method.r=2", "train.seed=7"]).exit_code == 0
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert saved["method"]["r"] == 2 and saved["train"]["seed"] == 7 and saved["method"]["alpha"] == 32
+    versions = json.loads((tmp_path / "run" / "versions.json").read_text())
+    assert versions["torch"] == torch.__version__ and "transformers" in versions
+
+
+def test_existing_run_is_not_overwritten(tmp_path, tiny_model_dir):
+    cfg = write_config(tmp_path, tiny_model_dir, method="lora", train={"max_steps": 1})
+    assert run_cli(["train", str(cfg)]).exit_code == 0
+    marker = (tmp_path / "run" / "COMPLETE").read_text()
+    again = run_cli(["train", str(cfg)])
+    assert again.exit_code != 0 and "already holds a finished run" in again.output
+    assert (tmp_path / "run" / "COMPLETE").read_text() == marker
+
+
+def test_nan_loss_stops_the_run_naming_the_step(tmp_path, tiny_model_dir):
+    # A learning rate this large with no clipping blows the weights up within a few steps.
+    train = {"max_steps": 20, "learning_rate": 1e12, "max_grad_norm": 0.0, "logging_steps": 50}
+    cfg = write_config(tmp_path, tiny_model_dir, method={"name": "full"}, train=train)
+    result = run_cli(["train", str(cfg)])
+    assert result.exit_code != 0
+    assert "the loss became" in result.output and "at step" in result.output
+    assert not (tmp_path / "run" / "COMPLETE").exists()
+    assert not (tmp_path / "run" / "model").exists()
+
+
+@pytest.mark.parametrize(
+    "override, fragment",
+    [
+        ("train.learning_rat=1", "did you mean `train.learning_rate`"),
+        ("method.trainable_layers=2", "`trainable_layers` is an option of method `freeze`, not `lora`"),
+        ("method.name=lorra", "unknown method"),
+        ("train.eval_strategy=steps", "needs eval_steps"),
+    ],
+)
+def test_bad_config_is_a_clean_error(tmp_path, tiny_model_dir, override, fragment):
+    cfg = write_config(tmp_path, tiny_model_dir, method="lora", train={"max_steps": 1})
+    result = run_cli(["train", str(cfg), override])
+    assert result.exit_code != 0
+    assert fragment in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "run").exists(), "nothing may be written for a bad config"
+
+
+def test_bad_data_stops_before_the_model_loads(tmp_path, tiny_model_dir):
+    rows = memorizable_rows()
+    rows[3] = {"prompt": "", "completion": "x"}
+    train_file = write_jsonl(tmp_path / "bad.jsonl", rows)
+    cfg = write_config(tmp_path, tiny_model_dir, method="lora", data={"train": str(train_file)})
+    result = run_cli(["train", str(cfg)])
+    assert result.exit_code != 0
+    assert "bad.jsonl:4" in result.output and "prompt" in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "run").exists()

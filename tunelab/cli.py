@@ -1,0 +1,146 @@
+"""The `tunelab` command: thin commands that parse, call one library function and render the result.
+
+tunelab train configs/lora.yaml train.learning_rate=1e-4
+tunelab generate runs/demo "Where is my refund?"
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tunelab.console import console
+from tunelab.errors import TunelabError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    help="Fine-tune a pretrained language model on your own data, and prove it worked.\n\n"
+    "Example:  [bold]tunelab train configs/lora.yaml train.num_train_epochs=2[/]",
+)
+
+ConfigArg = Annotated[Path, typer.Argument(help="Run config (YAML). See configs/ for one per method.")]
+OverridesArg = Annotated[list[str] | None, typer.Argument(help="Overrides as section.key=value.")]
+
+
+@app.command(epilog="Example:  tunelab train configs/lora.yaml train.max_steps=50 --resume")
+def train(
+    config: ConfigArg,
+    overrides: OverridesArg = None,
+    resume: Annotated[bool, typer.Option(help="Continue from the newest complete checkpoint.")] = False,
+) -> None:
+    """Fine-tune a model as the config says; writes a self-describing run directory."""
+    from tunelab import config as cfgmod
+    from tunelab import train as trainmod
+
+    result = trainmod.run(cfgmod.load(config, overrides), resume=resume)
+    print(json.dumps({"run_dir": str(result.run_dir), "artifact": str(result.artifact_dir)}))
+
+
+@app.command("inspect-data", epilog="Example:  tunelab inspect-data configs/lora.yaml")
+def inspect_data(config: ConfigArg, overrides: OverridesArg = None) -> None:
+    """Row counts, token lengths, truncation, and one example with masked vs trained tokens."""
+    from tunelab import config as cfgmod
+    from tunelab import data, models
+
+    cfg = cfgmod.load(config, overrides)
+    report = data.inspect(cfg, models.load_tokenizer(cfg.model))
+    report.render(console)
+
+
+@app.command(epilog="Example:  tunelab models")
+def models() -> None:
+    """List the built-in models and what is converted in the cache, with sizes."""
+    from tunelab import models as modelsmod
+
+    modelsmod.render(console)
+
+
+@app.command(epilog='Example:  tunelab generate runs/demo "My invoice is wrong" --max-new-tokens 64')
+def generate(
+    model: Annotated[str, typer.Argument(help="A run directory, built-in alias, local model dir, hub id or .gguf.")],
+    prompt: Annotated[str | None, typer.Argument(help="The prompt (or use --input).")] = None,
+    input: Annotated[Path | None, typer.Option("--input", help="JSONL of prompts: {prompt} or {messages}.")] = None,
+    output: Annotated[Path | None, typer.Option("--output", help="Write JSONL results here.")] = None,
+    max_new_tokens: int = 256,
+    temperature: Annotated[float, typer.Option(help="0 = greedy (the default).")] = 0.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int | None = None,
+    batch_size: int = 8,
+    system: Annotated[str | None, typer.Option(help="System prompt (default: the run's).")] = None,
+    device: str = "auto",
+    dtype: str = "auto",
+) -> None:
+    """Generate from a model or a finished run: one prompt, or a JSONL file of them (batched)."""
+    from tunelab import generate_cli
+
+    generate_cli.run_generate(
+        model,
+        prompt,
+        input,
+        output,
+        generate_cli.decoding(max_new_tokens, temperature, top_k, top_p, seed),
+        batch_size=batch_size,
+        system=system,
+        device=device,
+        dtype=dtype,
+    )
+
+
+@app.command(epilog="Example:  tunelab chat runs/demo --temperature 0.7")
+def chat(
+    model: Annotated[str, typer.Argument(help="A run directory, built-in alias, local model dir, hub id or .gguf.")],
+    max_new_tokens: int = 512,
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int | None = None,
+    system: str | None = None,
+    device: str = "auto",
+    dtype: str = "auto",
+) -> None:
+    """Chat interactively; tokens stream as they are generated. Empty line or Ctrl-D quits."""
+    from tunelab import generate_cli
+
+    generate_cli.run_chat(
+        model,
+        generate_cli.decoding(max_new_tokens, temperature, top_k, top_p, seed),
+        system=system,
+        device=device,
+        dtype=dtype,
+    )
+
+
+@app.command(epilog="Example:  tunelab demo")
+def demo(
+    output_dir: Annotated[Path, typer.Option(help="Where the demo run goes.")] = Path("runs/demo"),
+) -> None:
+    """The main job: fine-tune the built-in model on the support-ticket task, show before/after."""
+    from tunelab import demo as demomod
+
+    demomod.run(output_dir)
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        app(args=argv, standalone_mode=False, prog_name="tunelab")
+    except TunelabError as exc:
+        console.print("[bold red]error:[/]", end=" ")
+        console.print(str(exc), markup=False, soft_wrap=True)  # paths and [brackets] printed as they are
+        sys.exit(2)
+    except (typer.Abort, KeyboardInterrupt):
+        console.print("[yellow]interrupted[/]")
+        sys.exit(130)
+    except Exception as exc:  # click's own usage errors
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise

@@ -1,0 +1,90 @@
+"""Checks that need no weights: run before any model loads, so mistakes cost seconds, not a load.
+
+preflight(cfg, resume=False)  → the parsed rows (every row checked), or a ConfigError/DataError
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tunelab.artifacts import RunDir
+from tunelab.config.load import dump
+from tunelab.config.schema import RunConfig
+from tunelab.errors import ConfigError
+
+# Keys a resumed run may change: extending training is the usual reason to resume with edits.
+RESUMABLE_CHANGES = {("train", "max_steps"), ("train", "num_train_epochs")}
+LOSS_METRICS = ("loss", "eval_loss")
+
+
+def preflight(cfg: RunConfig, resume: bool = False) -> Any:
+    from tunelab import data
+
+    problems = check_device(cfg) + check_training(cfg) + check_output_dir(cfg, resume)
+    if problems:
+        raise ConfigError(f"{len(problems)} problem(s) found before loading the model", problems)
+    return data.preflight(cfg)
+
+
+def check_device(cfg: RunConfig) -> list[str]:
+    from tunelab import models
+
+    try:
+        models.pick_dtype(cfg.model.dtype, models.pick_device(cfg.model.device))
+    except ValueError as exc:
+        return [f"model.device/model.dtype: {exc}"]
+    return []
+
+
+def check_training(cfg: RunConfig) -> list[str]:
+    t, has_val = cfg.train, cfg.data.validation is not None or cfg.data.val_size is not None
+    problems = []
+    if t.eval_strategy not in ("auto", "no") and not has_val:
+        problems.append(
+            f"train.eval_strategy={t.eval_strategy} needs validation data: set data.validation or data.val_size"
+        )
+    if t.early_stopping_patience and not has_val:
+        problems.append("train.early_stopping_patience needs validation data: set data.validation or data.val_size")
+    if t.load_best_model_at_end and not has_val:
+        problems.append("train.load_best_model_at_end needs validation data: set data.validation or data.val_size")
+    if t.metric_for_best_model not in LOSS_METRICS:
+        problems.append(
+            f"train.metric_for_best_model={t.metric_for_best_model!r}: choose one of {', '.join(LOSS_METRICS)}"
+        )
+    if t.load_best_model_at_end and t.eval_strategy not in ("auto", t.save_strategy):
+        problems.append(
+            "train.load_best_model_at_end needs eval_strategy == save_strategy "
+            f"(got {t.eval_strategy} / {t.save_strategy})"
+        )
+    if t.load_best_model_at_end and t.save_strategy == "steps" and t.eval_steps and t.save_steps % t.eval_steps:
+        problems.append(f"train.save_steps ({t.save_steps}) must be a multiple of train.eval_steps ({t.eval_steps})")
+    return problems
+
+
+def check_output_dir(cfg: RunConfig, resume: bool) -> list[str]:
+    run_dir = RunDir(cfg.train.output_dir)
+    if not run_dir.has_run():
+        return []
+    if resume:
+        return config_changes(cfg, run_dir)
+    if cfg.train.overwrite_output_dir:
+        return []  # train.run replaces it, once every check has passed
+    state = "a finished run" if run_dir.is_complete() else "an unfinished run"
+    return [
+        f"train.output_dir={run_dir.path} already holds {state}: pass --resume to continue it, choose another "
+        "output_dir (train.output_dir=runs/new), or set train.overwrite_output_dir=true to replace it"
+    ]
+
+
+def config_changes(cfg: RunConfig, run_dir: RunDir) -> list[str]:
+    import yaml
+
+    saved = yaml.safe_load(run_dir.config_file.read_text()) if run_dir.config_file.is_file() else {}
+    now = yaml.safe_load(dump(cfg))
+    changed = [
+        f"{section}.{key}: run has {saved.get(section, {}).get(key)!r}, config now says {value!r}"
+        for section, fields in now.items()
+        for key, value in (fields or {}).items()
+        if saved.get(section, {}).get(key) != value and (section, key) not in RESUMABLE_CHANGES
+    ]
+    return [f"--resume with a changed config would not continue the same run: {c}" for c in changed]

@@ -1,0 +1,48 @@
+"""Data: read files, convert rows to messages (one converter per format), tokenize with label masks.
+
+    rows = preflight(cfg)                # no tokenizer: parse, fields, types, roles, labels, duplicates
+    data = build(cfg, tokenizer)         # + render, tokenize, length checks → BuiltData(train, validation, report)
+    report = inspect(cfg, tokenizer)     # what training would see; report.render(console)
+    tests = read_eval_examples(path, cfg)
+
+Bad rows raise DataError with file:line, field, reason and fix (or are skipped: data.on_bad_rows).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tunelab.data.build import BuiltData, DataReport, build
+from tunelab.data.evalset import EvalExample, read_eval_examples
+from tunelab.data.formats import FORMATS, FormatContext
+from tunelab.data.formats import to_messages as _to_messages
+from tunelab.data.inspection import InspectReport, inspect
+from tunelab.data.problems import Problem, RowError
+from tunelab.data.rows import Row, RowSet, preflight
+from tunelab.data.templates import Message
+
+__all__ = [
+    "FORMATS",
+    "BuiltData",
+    "DataReport",
+    "EvalExample",
+    "FormatContext",
+    "InspectReport",
+    "Problem",
+    "Row",
+    "RowError",
+    "RowSet",
+    "build",
+    "inspect",
+    "preflight",
+    "read_eval_examples",
+    "to_messages",
+]
+
+
+def to_messages(row: dict[str, Any], fmt: str, ctx: FormatContext | None = None) -> list[Message]:
+    """One row of format `fmt` as messages; raises RowError (kind, field, reason, fix) for a bad row.
+
+    `ctx.labels` is required for classification (the label set listed in the prompt).
+    """
+    return _to_messages(row, fmt, ctx)

@@ -1,0 +1,95 @@
+"""Rows → tokenized training data: `build(cfg, tokenizer)` is what training calls.
+
+    data = build(cfg, tokenizer)   # BuiltData(train, validation, report); DataError for bad rows
+
+The datasets have columns input_ids, attention_mask and labels (unpadded lists of ints, -100 where a
+token is not trained). Preflight and length problems are resolved together, so `data.on_bad_rows=error`
+lists them all at once and `data.max_skip_fraction` counts every dropped row.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import datasets
+
+from tunelab.config import RunConfig
+from tunelab.data.encode import Encoded, check_lengths, check_tokenizer, encode_rows, examples, template_name
+from tunelab.data.problems import Problem, resolve
+from tunelab.data.rows import RowSet, collect
+from tunelab.errors import DataError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DataReport:
+    format: str
+    template: str  # chat_template, custom, or the plain template's name
+    labels: list[str] | None  # the classification label set
+    rows_read: int  # train (+ validation) records read, good and bad
+    rows: dict[str, int]  # good rows per split
+    examples: dict[str, int]  # dataset rows per split (raw text split into blocks makes more)
+    skipped: dict[str, int] = field(default_factory=dict)  # dropped bad rows per reason
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class BuiltData:
+    train: datasets.Dataset
+    validation: datasets.Dataset | None
+    report: DataReport
+
+
+@dataclass
+class Checked:
+    """Every well-formed row encoded, those that also fit max_seq_length, and every problem (unresolved)."""
+
+    rows: RowSet
+    encoded: dict[str, list[Encoded]]
+    kept: dict[str, list[Encoded]]
+    problems: list[Problem]
+
+
+def encode_checked(cfg: RunConfig, tokenizer: Any) -> Checked:
+    """Preflight + render + tokenize + length checks; nothing is raised for bad rows yet."""
+    check_tokenizer(tokenizer, cfg.data)
+    rows, problems = collect(cfg)
+    checked = Checked(rows, encoded={}, kept={}, problems=problems)
+    for split, split_rows in (("train", rows.train), ("validation", rows.validation)):
+        checked.encoded[split] = encode_rows(tokenizer, split_rows, rows.format, cfg.data)
+        checked.kept[split], length_problems = check_lengths(
+            checked.encoded[split], rows.format, cfg.train.max_seq_length
+        )
+        checked.problems += length_problems
+    return checked
+
+
+def build(cfg: RunConfig, tokenizer: Any) -> BuiltData:
+    """Preflight + render + tokenize + length checks. Raises DataError (see data.on_bad_rows)."""
+    checked = encode_checked(cfg, tokenizer)
+    rows, encoded = checked.rows, checked.kept
+    skipped = resolve(checked.problems, rows.rows_read, cfg.data)
+    if skipped:
+        log.warning("skipped %d bad row(s): %s", sum(skipped.values()), skipped)
+    if not encoded["train"]:
+        raise DataError("no training rows left", [f"{cfg.data.train}: every row was bad; see the skipped counts"])
+    max_len = cfg.train.max_seq_length
+    train = datasets.Dataset.from_dict(examples(encoded["train"], rows.format, max_len))
+    validation = None
+    if encoded["validation"]:
+        validation = datasets.Dataset.from_dict(examples(encoded["validation"], rows.format, max_len))
+    report = DataReport(
+        format=rows.format,
+        template=template_name(tokenizer, cfg.data.template, rows.format),
+        labels=rows.labels,
+        rows_read=rows.rows_read,
+        rows={"train": len(encoded["train"]), "validation": len(encoded["validation"])},
+        examples={"train": len(train), "validation": len(validation) if validation is not None else 0},
+        skipped=skipped,
+    )
+    return BuiltData(train, validation, report)

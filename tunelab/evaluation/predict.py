@@ -1,0 +1,35 @@
+"""Generate predictions for evaluation examples and score them with registered metrics.
+
+outputs = predict(loaded, examples)                 # greedy, batched, with a progress bar
+scores = score(outputs, [e.reference for e in examples], ["exact_match", "json_fields"])
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tunelab.evaluation.metrics import task_scorer
+from tunelab.generation import Decoding, generate
+
+# Evaluation decodes greedily so that two arms differ by their model, not by sampling luck.
+EVAL_DECODING = Decoding(max_new_tokens=64, temperature=0.0)
+
+
+def predict(loaded: Any, examples: list[Any], decoding: Decoding = EVAL_DECODING, batch_size: int = 16) -> list[str]:
+    return generate(
+        loaded.model,
+        loaded.tokenizer,
+        [e.messages for e in examples],
+        decoding,
+        batch_size=batch_size,
+        template=loaded.template,
+        system=loaded.system,
+        progress=True,
+    )
+
+
+def score(predictions: list[str], references: list[str], metric_names: list[str]) -> dict[str, float]:
+    scores: dict[str, float] = {}
+    for name in metric_names:
+        scores.update(task_scorer(name)(predictions, references))
+    return scores

@@ -1,0 +1,220 @@
+"""Text generation for evaluation, demos and chat, with prompts rendered exactly as in training.
+
+    texts = generate(model, tokenizer, ["What is the capital of France?"], Decoding(max_new_tokens=32))
+    for piece in stream(model, tokenizer, [{"role": "user", "content": "Hi!"}]):
+        print(piece, end="", flush=True)
+
+Prompts go through `tunelab.data.templates.render_prompt`, the function training uses, so a tuned model
+sees the layout it learned. Batches are left-padded by hand (the tokenizer's padding_side is never touched,
+since training shares it) and sorted by length so little compute goes to padding.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from tunelab.data.templates import Message, render_prompt, uses_chat_template
+
+Prompt = list[Message] | str
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """How to pick tokens. temperature 0 is greedy; > 0 samples (with top_k/top_p when set); `seed` makes
+    sampling reproducible for the same prompts and batch_size without touching the global RNG."""
+
+    max_new_tokens: int = 256
+    temperature: float = 0.0
+    top_k: int | None = None
+    top_p: float | None = None
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1 or self.temperature < 0:
+            raise ValueError(f"need max_new_tokens >= 1 and temperature >= 0, got {self}")
+        if (self.top_k is not None and self.top_k < 1) or (self.top_p is not None and not 0 < self.top_p <= 1):
+            raise ValueError(f"need top_k >= 1 and 0 < top_p <= 1 when set, got {self}")
+
+
+def encode_prompt(tokenizer: Any, prompt: Prompt, template: str = "auto", system: str | None = None) -> list[int]:
+    """Token ids asking for the next assistant turn. A str is one user message. A chat template already
+    writes any BOS it wants, so only plain templates get the tokenizer's special tokens."""
+    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+    text = render_prompt(tokenizer, messages, template=template, system=system)
+    add_special = not uses_chat_template(tokenizer, template)
+    return tokenizer(text, add_special_tokens=add_special)["input_ids"]
+
+
+def generate(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[Prompt],
+    decoding: Decoding = Decoding(),
+    *,
+    batch_size: int = 8,
+    template: str = "auto",
+    system: str | None = None,
+    progress: bool = False,
+) -> list[str]:
+    """The new text for each prompt, in input order, special tokens stripped, cut at EOS."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    encoded = [encode_prompt(tokenizer, p, template, system) for p in prompts]
+    # Longest first: prompts of similar length share a batch, and an out-of-memory batch shows up at once.
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+    outputs = [""] * len(encoded)
+    with _eval_mode(model), _seeded(model, decoding.seed), _progress(progress, len(encoded)) as advance:
+        for start in range(0, len(order), batch_size):
+            batch = order[start : start + batch_size]
+            for i, text in zip(batch, _generate_batch(model, tokenizer, [encoded[i] for i in batch], decoding)):
+                outputs[i] = text
+            advance(len(batch))
+    return outputs
+
+
+def _generate_batch(model: Any, tokenizer: Any, ids: list[list[int]], decoding: Decoding) -> list[str]:
+    input_ids, attention_mask = left_pad(ids, tokenizer.pad_token_id, model.device)
+    out = model.generate(
+        input_ids=input_ids, attention_mask=attention_mask, **generation_kwargs(model, tokenizer, decoding)
+    )
+    eos = set(eos_ids(model, tokenizer))
+    return [_decode_until_eos(tokenizer, row.tolist(), eos) for row in out[:, input_ids.shape[1] :]]
+
+
+def _decode_until_eos(tokenizer: Any, new_ids: list[int], eos: set[int]) -> str:
+    """Cut at the first EOS: a finished row is padded (with pad, which may be a normal token) until all are done."""
+    end = next((k for k, t in enumerate(new_ids) if t in eos), len(new_ids))
+    return tokenizer.decode(new_ids[:end], skip_special_tokens=True)
+
+
+def left_pad(ids: list[list[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left padding keeps every prompt's last token at the end, where generation continues from it."""
+    width = max(len(row) for row in ids)
+    input_ids = torch.tensor([[pad_id] * (width - len(row)) + row for row in ids], dtype=torch.long)
+    mask = torch.tensor([[0] * (width - len(row)) + [1] * len(row) for row in ids], dtype=torch.long)
+    return input_ids.to(device), mask.to(device)
+
+
+def eos_ids(model: Any, tokenizer: Any) -> list[int]:
+    """The model's EOS ids (a chat model may have several) plus the tokenizer's."""
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids = configured if isinstance(configured, list) else [configured]
+    return sorted({i for i in [*ids, tokenizer.eos_token_id] if i is not None})
+
+
+def generation_kwargs(model: Any, tokenizer: Any, decoding: Decoding) -> dict[str, Any]:
+    """`generate` arguments; sampling options not asked for are switched off explicitly, so a model's own
+    generation_config (say temperature=0.6) cannot change what `decoding` describes."""
+    kwargs: dict[str, Any] = {
+        "max_new_tokens": decoding.max_new_tokens,
+        "pad_token_id": tokenizer.pad_token_id,
+        "eos_token_id": eos_ids(model, tokenizer),
+    }
+    if decoding.temperature == 0:
+        return {**kwargs, "do_sample": False, "temperature": None, "top_k": None, "top_p": None}
+    return {
+        **kwargs,
+        "do_sample": True,
+        "temperature": decoding.temperature,
+        "top_k": decoding.top_k or 0,  # 0 = no top-k filter
+        "top_p": decoding.top_p or 1.0,  # 1.0 = no nucleus filter
+    }
+
+
+def stream(
+    model: Any,
+    tokenizer: Any,
+    messages: list[Message],
+    decoding: Decoding = Decoding(),
+    *,
+    template: str = "auto",
+    system: str | None = None,
+) -> Iterator[str]:
+    """Yield text pieces as they are generated (generation runs in a thread; closing the iterator stops it)."""
+    from transformers import StoppingCriteriaList, TextIteratorStreamer
+
+    input_ids, attention_mask = left_pad(
+        [encode_prompt(tokenizer, messages, template, system)], tokenizer.pad_token_id, model.device
+    )
+    streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            with _seeded(model, decoding.seed):
+                model.generate(
+                    input_ids=input_ids,
+                    attention_mask=attention_mask,
+                    streamer=streamer,
+                    stopping_criteria=StoppingCriteriaList([_StopWhen(stop)]),
+                    **generation_kwargs(model, tokenizer, decoding),
+                )
+        except BaseException as err:  # handed to the consumer below; ending the stream unblocks its loop
+            errors.append(err)
+            streamer.end()
+
+    with _eval_mode(model):
+        thread = threading.Thread(target=work, name="tunelab-stream", daemon=True)
+        thread.start()
+        try:
+            yield from streamer
+        finally:
+            stop.set()
+            thread.join()
+    if errors:
+        raise errors[0]
+
+
+class _StopWhen:
+    """A stopping criterion that ends generation once `event` is set (the consumer went away)."""
+
+    def __init__(self, event: threading.Event):
+        self.event = event
+
+    def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
+@contextlib.contextmanager
+def _eval_mode(model: Any) -> Iterator[None]:
+    """Dropout off while generating (greedy must be deterministic), then back to the caller's mode."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+@contextlib.contextmanager
+def _seeded(model: Any, seed: int | None) -> Iterator[None]:
+    """Seed the RNG for this block only; the caller's RNG state (e.g. mid-training) is restored after."""
+    if seed is None:
+        yield
+        return
+    device = model.device
+    on_accelerator = device.type != "cpu"
+    devices = [device.index or 0] if on_accelerator else []
+    with torch.random.fork_rng(devices=devices, device_type=device.type if on_accelerator else "cuda"):
+        torch.manual_seed(seed)
+        yield
+
+
+@contextlib.contextmanager
+def _progress(enabled: bool, total: int) -> Iterator[Callable[[int], None]]:
+    """A rich progress bar over prompts when enabled; otherwise a no-op `advance`."""
+    if not enabled:
+        yield lambda n: None
+        return
+    from rich.progress import Progress
+
+    with Progress(transient=True) as bar:
+        task = bar.add_task("generating", total=total)
+        yield lambda n: bar.advance(task, n)

@@ -1,0 +1,34 @@
+"""`freeze` (feature extraction): early blocks frozen; the last N blocks (and optionally norm / LM head) train."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from tunelab.config.schema import FreezeMethod
+from tunelab.methods.base import MethodSpec, fp32_master_weights, transformer_blocks
+
+
+def prepare(model: nn.Module, method_cfg: FreezeMethod) -> nn.Module:
+    blocks = transformer_blocks(model)
+    if method_cfg.trainable_layers > len(blocks):
+        raise ValueError(f"method.trainable_layers={method_cfg.trainable_layers} but the model has {len(blocks)}")
+    model.requires_grad_(False)
+    for block in blocks[len(blocks) - method_cfg.trainable_layers :]:
+        block.requires_grad_(True)
+    if method_cfg.train_norm:
+        final_norm(model).requires_grad_(True)
+    if method_cfg.train_lm_head:
+        # With tied embeddings this also trains the input embeddings: they are the same tensor.
+        model.get_output_embeddings().requires_grad_(True)
+    return model
+
+
+def final_norm(model: nn.Module) -> nn.Module:
+    decoder = model.get_decoder() if hasattr(model, "get_decoder") else model
+    for name in ("norm", "final_layernorm", "ln_f", "final_layer_norm"):
+        if isinstance(getattr(decoder, name, None), nn.Module):
+            return getattr(decoder, name)
+    raise ValueError(f"cannot find the final norm of {type(model).__name__}; set method.train_norm=false")
+
+
+METHOD = MethodSpec(name="freeze", artifact="model", load_dtype=fp32_master_weights, prepare=prepare)

@@ -1,0 +1,37 @@
+"""`lora`: low-rank updates through peft on a frozen base; rsLoRA and DoRA are switches.
+
+The frozen base loads in the compute dtype (bf16 where native): it is never updated, so it needs no
+fp32 copy, and the matmuls read half the bytes. peft keeps the adapter weights in fp32.
+"""
+
+from __future__ import annotations
+
+import torch
+from peft import LoraConfig, get_peft_model
+from torch import nn
+
+from tunelab.config.schema import LoraMethod
+from tunelab.methods.base import MethodSpec
+
+
+def peft_config(method_cfg: LoraMethod) -> LoraConfig:
+    return LoraConfig(
+        r=method_cfg.r,
+        lora_alpha=method_cfg.alpha,
+        lora_dropout=method_cfg.dropout,
+        target_modules=method_cfg.target_modules,
+        use_rslora=method_cfg.use_rslora,
+        use_dora=method_cfg.use_dora,
+        task_type="CAUSAL_LM",
+    )
+
+
+def prepare(model: nn.Module, method_cfg: LoraMethod) -> nn.Module:
+    return get_peft_model(model, peft_config(method_cfg))
+
+
+def frozen_base_dtype(compute_dtype: torch.dtype) -> torch.dtype:
+    return compute_dtype
+
+
+METHOD = MethodSpec(name="lora", artifact="adapter", load_dtype=frozen_base_dtype, prepare=prepare)

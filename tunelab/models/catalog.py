@@ -1,0 +1,95 @@
+"""`tunelab models`: the built-ins and every converted model in the cache, with sizes on disk.
+
+    render(Console())  # or: rows = list_models(); console.print(models_table(rows))
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from tunelab.models.registry import BUILTINS, MARKER, is_converted, models_cache
+
+
+def list_models() -> list[dict[str, Any]]:
+    """One dict per model: name, kind, description, installed, converted, path, size_bytes, source."""
+    cache = models_cache()
+    rows = [_builtin_row(alias, cache / alias) for alias in BUILTINS]
+    if cache.is_dir():
+        for path in sorted(cache.iterdir()):
+            if path.name not in BUILTINS and not path.name.startswith(".") and is_converted(path):
+                rows.append(_converted_row(path))
+    return rows
+
+
+def _builtin_row(alias: str, converted_dir: Path) -> dict[str, Any]:
+    builtin = BUILTINS[alias]
+    gguf = builtin.gguf_path()
+    converted = is_converted(converted_dir)
+    return {
+        "name": alias,
+        "kind": "builtin",
+        "description": builtin.description,
+        "installed": gguf is not None,
+        "install_hint": None if gguf else builtin.install_hint(),
+        "converted": converted,
+        "path": str(converted_dir) if converted else None,
+        "size_bytes": dir_size(converted_dir) if converted else None,
+        "source": str(gguf) if gguf else None,
+        "source_bytes": gguf.stat().st_size if gguf else None,
+    }
+
+
+def _converted_row(path: Path) -> dict[str, Any]:
+    """A converted user GGUF; its marker records where it came from."""
+    info = json.loads((path / MARKER).read_text())
+    source = Path(info.get("source", ""))
+    return {
+        "name": path.name,
+        "kind": "gguf",
+        "description": f"converted from {source}",
+        "installed": source.is_file(),
+        "install_hint": None,
+        "converted": True,
+        "path": str(path),
+        "size_bytes": dir_size(path),
+        "source": str(source),
+        "source_bytes": info.get("source_bytes"),
+    }
+
+
+def dir_size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def human_size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    units, size, i = ("B", "KB", "MB", "GB", "TB"), float(n), 0
+    while size >= 1024 and i < len(units) - 1:
+        size, i = size / 1024, i + 1
+    return f"{n} B" if i == 0 else f"{size:.1f} {units[i]}"
+
+
+def models_table(rows: list[dict[str, Any]] | None = None) -> Any:
+    """A rich Table of `rows` (default: list_models())."""
+    from rich.table import Table
+
+    table = Table(title=f"Models (cache: {models_cache()})")
+    for column in ("name", "kind", "installed", "converted", "size", "description"):
+        table.add_column(column, overflow="fold")
+    for row in list_models() if rows is None else rows:
+        installed = "yes" if row["installed"] else f"no: {row['install_hint'] or 'source file gone'}"
+        converted = "yes" if row["converted"] else "no (on first use)"
+        table.add_row(
+            row["name"], row["kind"], installed, converted, human_size(row["size_bytes"]), row["description"]
+        )
+    return table
+
+
+def render(console: Any = None) -> None:
+    """Print the models table to `console` (a rich Console; default: a new one on stdout)."""
+    from rich.console import Console
+
+    (console or Console()).print(models_table())

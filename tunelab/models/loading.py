@@ -1,0 +1,91 @@
+"""Load a tokenizer (alone, to validate data before any weights) or a model, from any `model.name`.
+
+    tokenizer = load_tokenizer(cfg.model)           # no weights; a not-yet-converted GGUF is read directly
+    model = load_model(cfg.model)                   # dtype/device from the config (auto by default)
+    model = load_model(cfg.model, dtype=torch.float32, device=torch.device("cpu"))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+
+from tunelab.config.schema import ModelConfig
+from tunelab.errors import TunelabError
+from tunelab.models import hub
+from tunelab.models.conversion import ensure_converted, require_gguf
+from tunelab.models.devices import pick_device, pick_dtype
+from tunelab.models.source import ModelSource, resolve
+
+T = TypeVar("T")
+
+
+def model_dir(cfg: ModelConfig) -> Path | str:
+    """What to pass to `from_pretrained`: a local or converted directory (converting a GGUF first), or a hub id."""
+    return _pretrained_args(cfg, resolve(cfg.name))[0]
+
+
+def load_tokenizer(cfg: ModelConfig) -> Any:
+    """The tokenizer only, with a pad token (eos when it has none). Padding side is left to callers."""
+    from transformers import AutoTokenizer
+
+    source = resolve(cfg.name)
+    if source.kind in ("builtin", "gguf") and not source.converted:
+        # Reading the tokenizer from the GGUF (~5 s) beats converting the whole model (~20 s) just to check data.
+        gguf = require_gguf(source)
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    else:
+        where, kwargs = _pretrained_args(cfg, source)
+        tokenizer = _from_hub(cfg, source, lambda: AutoTokenizer.from_pretrained(where, **kwargs))
+    return ensure_pad_token(tokenizer)
+
+
+def ensure_pad_token(tokenizer: Any) -> Any:
+    """Batching needs a pad token; the attention mask hides it, so reusing eos is safe."""
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise TunelabError(
+                f"the tokenizer of {tokenizer.name_or_path!r} has neither a pad nor an eos token; "
+                "use a model whose tokenizer defines an eos token"
+            )
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(
+    cfg: ModelConfig, dtype: torch.dtype | None = None, device: torch.device | None = None, **load_options: Any
+) -> Any:
+    """The causal LM in `dtype` on `device` (None: from cfg). `load_options` go to `from_pretrained`
+    (e.g. a method's `quantization_config`); with a `device_map` among them, placement is left to it."""
+    from transformers import AutoModelForCausalLM
+
+    device = device if device is not None else pick_device(cfg.device)
+    dtype = dtype if dtype is not None else pick_dtype(cfg.dtype, device)
+    source = resolve(cfg.name)
+    where, kwargs = _pretrained_args(cfg, source)
+    model = _from_hub(
+        cfg, source, lambda: AutoModelForCausalLM.from_pretrained(where, dtype=dtype, **kwargs, **load_options)
+    )
+    return model if "device_map" in load_options else model.to(device)
+
+
+def _pretrained_args(cfg: ModelConfig, source: ModelSource) -> tuple[Path | str, dict[str, Any]]:
+    if source.kind in ("builtin", "gguf"):
+        return ensure_converted(source), {}
+    if source.kind == "local":
+        assert source.path is not None  # resolve() sets it for local sources
+        return source.path, {"trust_remote_code": cfg.trust_remote_code}
+    return cfg.name, hub.pretrained_kwargs(cfg)
+
+
+def _from_hub(cfg: ModelConfig, source: ModelSource, load: Callable[[], T]) -> T:
+    """Run `load`; for hub ids turn transformers' OSError (not found, gated, no network) into a clean error."""
+    if source.kind != "hub":
+        return load()
+    try:
+        return load()
+    except OSError as err:
+        raise hub.not_available(cfg, str(err).strip().splitlines()[0]) from err

@@ -1,0 +1,95 @@
+"""`tunelab train CONFIG`: the one orchestration function, read top to bottom like a table of contents.
+
+from tunelab import config, train
+result = train.run(config.load("configs/lora.yaml"))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from transformers import set_seed
+
+from tunelab import artifacts, methods, models
+from tunelab import data as datasets
+from tunelab import trainer as trainers
+from tunelab.artifacts import RunDir
+from tunelab.config import RunConfig, dump
+from tunelab.config.preflight import preflight
+from tunelab.console import info
+
+
+@dataclass(frozen=True)
+class RunResult:
+    run_dir: Path
+    artifact_dir: Path
+    metrics: dict[str, Any]
+
+
+def run(cfg: RunConfig, *, resume: bool = False, callbacks: tuple = ()) -> RunResult:
+    """Train as the config says and write a complete run directory. Extra TrainerCallbacks are optional."""
+    preflight(cfg, resume)  # every check that needs no weights, data rows included
+    run_dir = RunDir(cfg.train.output_dir)
+    method = methods.get(cfg.method.name)
+    device = models.pick_device(cfg.model.device)
+    compute_dtype = models.pick_dtype(cfg.model.dtype, device)
+
+    tokenizer = models.load_tokenizer(cfg.model)
+    data = datasets.build(cfg, tokenizer)  # lengths checked with the tokenizer, still before the model loads
+    model = models.load_model(cfg.model, dtype=method.load_dtype(compute_dtype), device=device)
+    set_seed(cfg.train.seed)  # adapter init draws from the global RNG: same config, same starting weights
+    model = method.prepare(model, cfg.method)
+    report_parameters(model, method.name, device, compute_dtype)
+
+    prepare_output_dir(cfg, run_dir, resume)
+    artifacts.start(run_dir, dump(cfg))
+    trainer = trainers.build(cfg, model, tokenizer, data, run_dir, device, compute_dtype, callbacks)
+    output = trainer.train(resume_from_checkpoint=resume_point(run_dir, resume))
+
+    metrics = collect_metrics(trainer, output.metrics, model, data)
+    artifact_dir = artifacts.save_artifact(run_dir, method.artifact, trainer.model, tokenizer)
+    artifacts.finish(run_dir, metrics, dataclasses.asdict(trainer.state), method.artifact)
+    info(f"[bold green]run complete[/]: {run_dir.path} ({method.artifact} in {artifact_dir.name}/)")
+    return RunResult(run_dir.path, artifact_dir, metrics)
+
+
+def report_parameters(model, method_name: str, device, dtype) -> None:
+    trainable, total = methods.count_parameters(model)
+    info(
+        f"method [bold]{method_name}[/]: trainable params {trainable:,} / {total:,} "
+        f"({100 * trainable / total:.2f}%) on {device.type}, compute dtype {str(dtype).removeprefix('torch.')}"
+    )
+
+
+def prepare_output_dir(cfg: RunConfig, run_dir: RunDir, resume: bool) -> None:
+    if run_dir.has_run() and cfg.train.overwrite_output_dir and not resume:
+        info(f"replacing the earlier run in {run_dir.path} (train.overwrite_output_dir=true)")
+        shutil.rmtree(run_dir.path)
+    run_dir.path.mkdir(parents=True, exist_ok=True)
+
+
+def resume_point(run_dir: RunDir, resume: bool) -> str | None:
+    """The newest complete checkpoint; half-written ones (a crash mid-save) are removed, never trusted."""
+    if not resume:
+        return None
+    for partial in artifacts.remove_incomplete_checkpoints(run_dir):
+        info(f"removed incomplete checkpoint {partial.name} (the run stopped while writing it)")
+    complete = artifacts.complete_checkpoints(run_dir)
+    if not complete:
+        info("--resume: no complete checkpoint yet, starting from the beginning")
+        return None
+    info(f"resuming from {complete[-1].name}")
+    return str(complete[-1])
+
+
+def collect_metrics(trainer, train_metrics: dict[str, Any], model, data) -> dict[str, Any]:
+    trainable, total = methods.count_parameters(model)
+    metrics: dict[str, Any] = {"train": train_metrics, "trainable_params": trainable, "total_params": total}
+    if data.validation is not None:
+        metrics["eval"] = trainer.evaluate()
+    metrics["data"] = data.report.to_dict() if hasattr(data.report, "to_dict") else data.report
+    return metrics

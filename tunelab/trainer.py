@@ -1,0 +1,125 @@
+"""Build the Hugging Face `Trainer` and its callbacks from the config.
+
+The config's `train` section uses Hugging Face's own argument names; this module maps it onto
+`TrainingArguments`, adds our callbacks (live progress, TensorBoard in `logging_dir`, checkpoint
+completion markers, early stopping) and checks the loss of every step (`FiniteLossTrainer`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import (
+    DataCollatorForSeq2Seq,
+    EarlyStoppingCallback,
+    PrinterCallback,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+)
+from transformers.integrations import TensorBoardCallback
+
+from tunelab import artifacts
+from tunelab.artifacts import RunDir
+from tunelab.config.schema import RunConfig, TrainConfig
+from tunelab.errors import TrainingDivergedError
+from tunelab.progress import LiveProgress
+
+
+class FiniteLossTrainer(Trainer):
+    """Stops at the first step whose loss is NaN or infinite, naming the step.
+
+    Trainer's own `logging_nan_inf_filter` hides such losses from the logs and goes on training,
+    which ends in a finished-looking model of garbage; we fail instead.
+    """
+
+    def training_step(self, model: torch.nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        if not torch.isfinite(loss).all():
+            step = self.state.global_step + 1
+            raise TrainingDivergedError(
+                f"training stopped: the loss became {loss.item()} at step {step}. Nothing was saved as final. "
+                "Try a lower train.learning_rate, a max_grad_norm (e.g. 1.0), or float32 (model.dtype=float32)."
+            )
+        return loss
+
+
+class CheckpointMarker(TrainerCallback):
+    """Marks a checkpoint complete once Trainer has written all of it (on_save runs after the save)."""
+
+    def on_save(self, args, state, control, **kwargs):
+        artifacts.mark_checkpoint_complete(Path(args.output_dir) / f"checkpoint-{state.global_step}")
+
+
+def eval_strategy(cfg: TrainConfig, has_validation: bool) -> str:
+    if cfg.eval_strategy == "auto":
+        return "epoch" if has_validation else "no"
+    return cfg.eval_strategy
+
+
+def training_arguments(cfg: RunConfig, run_dir: RunDir, device: torch.device, dtype: torch.dtype, has_val: bool):
+    t = cfg.train
+    evaluating = eval_strategy(t, has_val)
+    return TrainingArguments(
+        output_dir=str(run_dir.checkpoints),
+        num_train_epochs=t.num_train_epochs,
+        max_steps=t.max_steps,
+        per_device_train_batch_size=t.per_device_train_batch_size,
+        per_device_eval_batch_size=t.per_device_eval_batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        learning_rate=t.learning_rate,
+        lr_scheduler_type=t.lr_scheduler_type,
+        warmup_steps=t.warmup_ratio,  # a float in [0, 1) is a share of the total steps in transformers 5
+        weight_decay=t.weight_decay,
+        max_grad_norm=t.max_grad_norm,
+        logging_steps=t.logging_steps,
+        eval_strategy=evaluating,
+        eval_steps=t.eval_steps,
+        save_strategy=t.save_strategy,
+        save_steps=t.save_steps,
+        save_total_limit=t.save_total_limit,
+        load_best_model_at_end=t.load_best_model_at_end,
+        metric_for_best_model=t.metric_for_best_model if evaluating != "no" else None,
+        greater_is_better=t.greater_is_better,
+        seed=t.seed,
+        use_cpu=device.type == "cpu",
+        # Mixed precision: trainable weights stay fp32, matmuls run in the compute dtype.
+        bf16=dtype == torch.bfloat16,
+        fp16=dtype == torch.float16,
+        report_to="none",  # TensorBoard is added below with our logging_dir
+        disable_tqdm=True,  # LiveProgress replaces the default bar: it shows the live loss too
+        dataloader_num_workers=0,
+    )
+
+
+def logging_dir(cfg: RunConfig, run_dir: RunDir) -> Path:
+    return cfg.train.logging_dir or run_dir.path / "logs"
+
+
+def build(cfg: RunConfig, model, tokenizer, data, run_dir: RunDir, device, dtype, callbacks=()) -> Trainer:
+    """The trainer for this run: model, data (BuiltData), collator, arguments and callbacks."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    args = training_arguments(cfg, run_dir, device, dtype, data.validation is not None)
+    # Right-pads input_ids with the pad id and labels with -100, so padding is never trained.
+    collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
+    extra: list[TrainerCallback] = [
+        CheckpointMarker(),
+        LiveProgress(),
+        TensorBoardCallback(SummaryWriter(log_dir=str(logging_dir(cfg, run_dir)))),
+    ]
+    if cfg.train.early_stopping_patience:
+        extra.append(EarlyStoppingCallback(early_stopping_patience=cfg.train.early_stopping_patience))
+    trainer = FiniteLossTrainer(
+        model=model,
+        args=args,
+        train_dataset=data.train,
+        eval_dataset=data.validation,
+        data_collator=collator,
+        processing_class=tokenizer,
+        callbacks=[*extra, *callbacks],
+    )
+    trainer.remove_callback(PrinterCallback)  # LiveProgress prints the logs
+    return trainer
