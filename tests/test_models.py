@@ -6,6 +6,7 @@ GGUF conversion is exercised on a tiny Llama GGUF written here with the `gguf` p
 
 from __future__ import annotations
 
+import io
 import json
 import threading
 import time
@@ -157,7 +158,9 @@ def fake_builtin(tmp_path, monkeypatch, tiny_gguf) -> str:
     (package / "__init__.py").write_text("raise ImportError('built-in packages must be located, not imported')\n")
     (package / "tiny.gguf").write_bytes(tiny_gguf[0].read_bytes())
     monkeypatch.syspath_prepend(str(package.parent))
-    entry = BuiltinModel("tiny-builtin", "Tiny", "test model", "tiny-builtin-pkg", "tiny_builtin_pkg", "tiny.gguf", "-")
+    entry = BuiltinModel(
+        "tiny-builtin", "Tiny", "test model", "tiny-builtin-pkg", "tiny_builtin_pkg", "tiny.gguf", "-"
+    )
     monkeypatch.setitem(BUILTINS, "tiny-builtin", entry)
     return "tiny-builtin"
 
@@ -464,7 +467,20 @@ def test_list_models(tiny_gguf):
 
     from rich.console import Console
 
-    console = Console(record=True, width=200)
+    console = Console(record=True, width=200, file=io.StringIO())
     console.print(models_table())
     text = console.export_text()
     assert "smollm2-135m-instruct" in text and converted.name in text
+
+
+def test_custom_code_needs_trust_remote_code(tiny_model_dir, tmp_path):
+    custom = tmp_path / "custom"
+    custom.mkdir()
+    for f in tiny_model_dir.iterdir():
+        (custom / f.name).write_bytes(f.read_bytes())
+    config = json.loads((custom / "config.json").read_text())
+    config["model_type"] = "tunelab-x"  # unknown to transformers, so only the repo's code could load it
+    config["auto_map"] = {"AutoConfig": "configuration_x.XConfig", "AutoModelForCausalLM": "modeling_x.XModel"}
+    (custom / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ConfigError, match="set model.trust_remote_code=true"):
+        load_model(ModelConfig(name=str(custom)), dtype=torch.float32, device=torch.device("cpu"))

@@ -15,9 +15,10 @@ from tunelab.inference import load_for_inference
 
 
 def decoding(max_new_tokens: int, temperature: float, top_k: int | None, top_p: float | None, seed: int | None):
-    if temperature < 0 or max_new_tokens < 1 or (top_p is not None and not 0 < top_p <= 1):
-        raise ConfigError("bad decoding options", ["need temperature >= 0, max_new_tokens >= 1, 0 < top_p <= 1"])
-    return Decoding(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
+    try:
+        return Decoding(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
+    except ValueError as exc:
+        raise ConfigError("bad decoding options", [str(exc)]) from None
 
 
 def read_prompts(path: Path) -> list[Any]:

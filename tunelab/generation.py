@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from tunelab.data.templates import Message, render_prompt, uses_chat_template
+from tunelab.data.templates import Message, adds_special_tokens, render_prompt
 
 Prompt = list[Message] | str
 
@@ -43,12 +43,10 @@ class Decoding:
 
 
 def encode_prompt(tokenizer: Any, prompt: Prompt, template: str = "auto", system: str | None = None) -> list[int]:
-    """Token ids asking for the next assistant turn. A str is one user message. A chat template already
-    writes any BOS it wants, so only plain templates get the tokenizer's special tokens."""
+    """Token ids asking for the next assistant turn, tokenized as training tokenizes. A str is one user message."""
     messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
     text = render_prompt(tokenizer, messages, template=template, system=system)
-    add_special = not uses_chat_template(tokenizer, template)
-    return tokenizer(text, add_special_tokens=add_special)["input_ids"]
+    return tokenizer(text, add_special_tokens=adds_special_tokens(tokenizer, template))["input_ids"]
 
 
 def generate(
@@ -67,12 +65,13 @@ def generate(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     encoded = [encode_prompt(tokenizer, p, template, system) for p in prompts]
     # Longest first: prompts of similar length share a batch, and an out-of-memory batch shows up at once.
-    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
     outputs = [""] * len(encoded)
     with _eval_mode(model), _seeded(model, decoding.seed), _progress(progress, len(encoded)) as advance:
         for start in range(0, len(order), batch_size):
             batch = order[start : start + batch_size]
-            for i, text in zip(batch, _generate_batch(model, tokenizer, [encoded[i] for i in batch], decoding)):
+            texts = _generate_batch(model, tokenizer, [encoded[i] for i in batch], decoding)
+            for i, text in zip(batch, texts, strict=True):
                 outputs[i] = text
             advance(len(batch))
     return outputs

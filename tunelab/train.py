@@ -86,10 +86,19 @@ def resume_point(run_dir: RunDir, resume: bool) -> str | None:
     return str(complete[-1])
 
 
+def final_evaluation(trainer) -> dict[str, Any]:
+    """The evaluation of the final weights: reused when the last step was just evaluated, else run now."""
+    evals = [h for h in trainer.state.log_history if "eval_loss" in h]
+    best_loaded = trainer.args.load_best_model_at_end and trainer.state.best_global_step
+    if evals and evals[-1]["step"] == trainer.state.global_step and not best_loaded:
+        return evals[-1]
+    return trainer.evaluate()
+
+
 def collect_metrics(trainer, train_metrics: dict[str, Any], model, data) -> dict[str, Any]:
     trainable, total = methods.count_parameters(model)
     metrics: dict[str, Any] = {"train": train_metrics, "trainable_params": trainable, "total_params": total}
     if data.validation is not None:
-        metrics["eval"] = trainer.evaluate()
+        metrics["eval"] = final_evaluation(trainer)
     metrics["data"] = data.report.to_dict() if hasattr(data.report, "to_dict") else data.report
     return metrics

@@ -31,8 +31,8 @@ def check_device(cfg: RunConfig) -> list[str]:
 
     try:
         models.pick_dtype(cfg.model.dtype, models.pick_device(cfg.model.device))
-    except ValueError as exc:
-        return [f"model.device/model.dtype: {exc}"]
+    except ConfigError as exc:
+        return [str(exc)]
     return []
 
 

@@ -1,6 +1,6 @@
 """`tunelab models`: the built-ins and every converted model in the cache, with sizes on disk.
 
-    render(Console())  # or: rows = list_models(); console.print(models_table(rows))
+render(Console())  # or: rows = list_models(); console.print(models_table(rows))
 """
 
 from __future__ import annotations

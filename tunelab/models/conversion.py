@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
-import logging
 import os
 import shutil
 import tempfile
@@ -26,11 +25,10 @@ from typing import Any
 
 import torch
 
+from tunelab.console import info
 from tunelab.errors import ModelNotAvailableError
 from tunelab.models.registry import BUILTINS, MARKER, is_converted
 from tunelab.models.source import ModelSource
-
-log = logging.getLogger(__name__)
 
 PROBE_TEXT = "The capital of France is Paris. 1 + 1 = 2."
 # Reloading the same fp32 tensors through the same code gives identical logits; allow only float noise.
@@ -56,25 +54,36 @@ def ensure_converted(source: ModelSource) -> Path:
         return source.cache_dir
     gguf = require_gguf(source)
     source.cache_dir.parent.mkdir(parents=True, exist_ok=True)
-    with _lock(source.cache_dir):
+    with _lock(source.cache_dir) as exclusive:
         if not is_converted(source.cache_dir):  # another process may have finished while we waited
-            convert(gguf, source.cache_dir, source.name)
+            convert(gguf, source.cache_dir, source.name, clear_leftovers=exclusive)
     return source.cache_dir
 
 
-def convert(gguf: Path, dest: Path, name: str) -> dict[str, Any]:
-    """Convert `gguf` into `dest` (which must not hold a complete conversion); returns the marker's contents."""
-    _clear_leftovers(dest)
+def convert(gguf: Path, dest: Path, name: str, clear_leftovers: bool = True) -> dict[str, Any]:
+    """Convert `gguf` into `dest` and return the marker's contents. Call it holding the lock for `dest`:
+    only then is it safe to clear what crashed converters left behind."""
+    if clear_leftovers:
+        _clear_leftovers(dest)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{dest.name}-", dir=dest.parent))
     try:
-        log.warning("Converting %s to a Hugging Face model in %s (once; ~20 s per 100M params)", gguf.name, dest)
-        info = _convert_into(gguf, tmp)
-        info["name"] = name
-        (tmp / MARKER).write_text(json.dumps(info, indent=2) + "\n")
-        os.replace(tmp, dest)
+        info(f"Converting {gguf.name} to a Hugging Face model in {dest} (once; ~20 s per 100M parameters)")
+        record = _convert_into(gguf, tmp)
+        record["name"] = name
+        (tmp / MARKER).write_text(json.dumps(record, indent=2) + "\n")
+        _move_into_place(tmp, dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # nothing left to remove after a successful move
-    return info
+    info(f"Converted {name} in {record['seconds']:.0f} s")
+    return record
+
+
+def _move_into_place(tmp: Path, dest: Path) -> None:
+    try:
+        os.replace(tmp, dest)
+    except OSError:
+        if not is_converted(dest):  # without a lock (Windows), a concurrent converter may have won: fine
+            raise
 
 
 def _convert_into(gguf: Path, out: Path) -> dict[str, Any]:
@@ -149,17 +158,18 @@ def _clear_leftovers(dest: Path) -> None:
 
 
 @contextlib.contextmanager
-def _lock(dest: Path) -> Iterator[None]:
-    """An exclusive lock per converted dir (POSIX flock; released by the OS if the process dies)."""
+def _lock(dest: Path) -> Iterator[bool]:
+    """An exclusive lock per converted dir (POSIX flock; released by the OS if the process dies).
+    Yields whether the lock is held."""
     try:
         import fcntl
-    except ImportError:  # Windows: no lock; the temp dir + os.replace still keep every dir whole
-        yield
+    except ImportError:  # Windows: no lock; private temp dirs + os.replace still keep every dir whole
+        yield False
         return
     with open(dest.parent / f".{dest.name}.lock", "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
-            yield
+            yield True
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
 

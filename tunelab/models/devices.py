@@ -1,7 +1,7 @@
 """Device and dtype choice: `auto` means the fastest thing this machine runs natively.
 
-    pick_device("auto")                  -> cuda, else mps, else cpu
-    pick_dtype("auto", torch.device("cpu")) -> bfloat16 on CPUs with AVX512-BF16/AMX (or ARM BF16), else float32
+pick_device("auto")                  -> cuda, else mps, else cpu
+pick_dtype("auto", torch.device("cpu")) -> bfloat16 on CPUs with AVX512-BF16/AMX (or ARM BF16), else float32
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Load a tokenizer (alone, to validate data before any weights) or a model, from any `model.name`.
 
-    tokenizer = load_tokenizer(cfg.model)           # no weights; a not-yet-converted GGUF is read directly
-    model = load_model(cfg.model)                   # dtype/device from the config (auto by default)
-    model = load_model(cfg.model, dtype=torch.float32, device=torch.device("cpu"))
+tokenizer = load_tokenizer(cfg.model)           # no weights; a not-yet-converted GGUF is read directly
+model = load_model(cfg.model)                   # dtype/device from the config (auto by default)
+model = load_model(cfg.model, dtype=torch.float32, device=torch.device("cpu"))
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import torch
 
 from tunelab.config.schema import ModelConfig
-from tunelab.errors import TunelabError
+from tunelab.errors import ConfigError, TunelabError
 from tunelab.models import hub
 from tunelab.models.conversion import ensure_converted, require_gguf
 from tunelab.models.devices import pick_device, pick_dtype
@@ -39,7 +39,7 @@ def load_tokenizer(cfg: ModelConfig) -> Any:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     else:
         where, kwargs = _pretrained_args(cfg, source)
-        tokenizer = _from_hub(cfg, source, lambda: AutoTokenizer.from_pretrained(where, **kwargs))
+        tokenizer = _guarded(cfg, source, lambda: AutoTokenizer.from_pretrained(where, **kwargs))
     return ensure_pad_token(tokenizer)
 
 
@@ -66,7 +66,7 @@ def load_model(
     dtype = dtype if dtype is not None else pick_dtype(cfg.dtype, device)
     source = resolve(cfg.name)
     where, kwargs = _pretrained_args(cfg, source)
-    model = _from_hub(
+    model = _guarded(
         cfg, source, lambda: AutoModelForCausalLM.from_pretrained(where, dtype=dtype, **kwargs, **load_options)
     )
     return model if "device_map" in load_options else model.to(device)
@@ -74,18 +74,26 @@ def load_model(
 
 def _pretrained_args(cfg: ModelConfig, source: ModelSource) -> tuple[Path | str, dict[str, Any]]:
     if source.kind in ("builtin", "gguf"):
-        return ensure_converted(source), {}
+        return ensure_converted(source), {"trust_remote_code": False}  # False, not None: never an input() prompt
     if source.kind == "local":
         assert source.path is not None  # resolve() sets it for local sources
         return source.path, {"trust_remote_code": cfg.trust_remote_code}
     return cfg.name, hub.pretrained_kwargs(cfg)
 
 
-def _from_hub(cfg: ModelConfig, source: ModelSource, load: Callable[[], T]) -> T:
-    """Run `load`; for hub ids turn transformers' OSError (not found, gated, no network) into a clean error."""
-    if source.kind != "hub":
-        return load()
+def _guarded(cfg: ModelConfig, source: ModelSource, load: Callable[[], T]) -> T:
+    """Run `load`, turning transformers' errors a user can fix into clean ones: a hub id that cannot be had
+    (not found, gated, no network: OSError), and model code that needs trust_remote_code."""
     try:
         return load()
     except OSError as err:
+        if source.kind != "hub":
+            raise
         raise hub.not_available(cfg, str(err).strip().splitlines()[0]) from err
+    except ValueError as err:
+        if "trust_remote_code" not in str(err):
+            raise
+        raise ConfigError(
+            f"model.name: {cfg.name!r} needs its own Python code (from the model repository) to load; "
+            "set model.trust_remote_code=true if you trust its authors"
+        ) from err

@@ -1,9 +1,9 @@
 """What a `model.name` refers to, worked out without loading anything.
 
-    resolve("smollm2-135m-instruct")    -> ModelSource(kind="builtin", ...)
-    resolve("./my-model")               -> kind="local"  (a Hugging Face model directory)
-    resolve("~/models/x.Q4_K_M.gguf")   -> kind="gguf"
-    resolve("HuggingFaceTB/SmolLM2-135M-Instruct") -> kind="hub"
+resolve("smollm2-135m-instruct")    -> ModelSource(kind="builtin", ...)
+resolve("./my-model")               -> kind="local"  (a Hugging Face model directory)
+resolve("~/models/x.Q4_K_M.gguf")   -> kind="gguf"
+resolve("HuggingFaceTB/SmolLM2-135M-Instruct") -> kind="hub"
 """
 
 from __future__ import annotations
