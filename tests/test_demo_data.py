@@ -86,6 +86,10 @@ def test_labels_are_roughly_balanced(splits):
 
 
 def test_generator_reproduces_shipped_files(tmp_path):
-    subprocess.run([sys.executable, str(DEMO / "make_data.py"), "--out", str(tmp_path)], check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, str(DEMO / "make_data.py"), "--out", str(tmp_path)], check=True, capture_output=True
+    )
     for name in ("train.jsonl", "test.jsonl"):
-        assert (tmp_path / name).read_bytes() == (DEMO / name).read_bytes(), f"{name} differs from the generator output"
+        assert (tmp_path / name).read_bytes() == (DEMO / name).read_bytes(), (
+            f"{name} differs from the generator output"
+        )

@@ -74,8 +74,8 @@ def generate(
     seed: int | None = None,
     batch_size: int = 8,
     system: Annotated[str | None, typer.Option(help="System prompt (default: the run's).")] = None,
-    device: str = "auto",
-    dtype: str = "auto",
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or mps (default: the run's, else auto).")] = None,
+    dtype: Annotated[str | None, typer.Option(help="auto, float32, bfloat16 (default: the run's, else auto).")] = None,
 ) -> None:
     """Generate from a model or a finished run: one prompt, or a JSONL file of them (batched)."""
     from tunelab import generate_cli
@@ -102,8 +102,8 @@ def chat(
     top_p: float | None = None,
     seed: int | None = None,
     system: str | None = None,
-    device: str = "auto",
-    dtype: str = "auto",
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or mps (default: the run's, else auto).")] = None,
+    dtype: Annotated[str | None, typer.Option(help="auto, float32, bfloat16 (default: the run's, else auto).")] = None,
 ) -> None:
     """Chat interactively; tokens stream as they are generated. Empty line or Ctrl-D quits."""
     from tunelab import generate_cli

@@ -26,10 +26,11 @@ class Loaded:
     source: str = ""
 
 
-def load_for_inference(ref: str, device: str = "auto", dtype: str = "auto", merge: bool = True) -> Loaded:
+def load_for_inference(ref: str, device: str | None = None, dtype: str | None = None, merge: bool = True) -> Loaded:
+    """device/dtype None: the run's own settings (for a run directory), else auto."""
     if artifacts.looks_like_run(ref):
         return load_run(ref, device, dtype, merge)
-    cfg = ModelConfig(name=ref, device=device, dtype=dtype)
+    cfg = ModelConfig(name=ref, device=device or "auto", dtype=dtype or "auto")
     return Loaded(*load_plain(cfg), source=ref)
 
 
@@ -41,10 +42,11 @@ def load_plain(cfg: ModelConfig) -> tuple[Any, Any]:
     return model, tokenizer
 
 
-def load_run(path: str, device: str, dtype: str, merge: bool) -> Loaded:
+def load_run(path: str, device: str | None, dtype: str | None, merge: bool) -> Loaded:
     """A finished run: its base model with its adapter (or its whole model), its prompt template and system."""
     run = artifacts.open_run(path)  # raises RunIncompleteError for a run that did not finish
     cfg = validate(yaml.safe_load(run.config_yaml), source=str(Path(path) / "config.yaml"))
+    device, dtype = device or cfg.model.device, dtype or cfg.model.dtype
     if run.artifact_kind == "adapter":
         model, _ = load_plain(cfg.model.model_copy(update={"device": device, "dtype": dtype}))
         model = attach_adapter(model, run.artifact_dir, merge)

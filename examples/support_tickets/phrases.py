@@ -223,10 +223,18 @@ FRAMES = {
 
 # Neutral context: drawn for every priority, so it never decides one.
 CONTEXT = {
-    "billing": ["My order number is {order}.", "I paid with a Visa card.", "The charge is on my statement from the 3rd."],
+    "billing": [
+        "My order number is {order}.",
+        "I paid with a Visa card.",
+        "The charge is on my statement from the 3rd.",
+    ],
     "bug": ["I already tried restarting it.", "It started after the last update.", "My wifi is fine otherwise."],
     "account": ["My username is {email}.", "I've been a customer for three years.", "I can verify my identity."],
-    "shipping": ["My order number is {order}.", "The tracking page hasn't changed in days.", "I ordered it on the 12th."],
+    "shipping": [
+        "My order number is {order}.",
+        "The tracking page hasn't changed in days.",
+        "I ordered it on the 12th.",
+    ],
     "feature_request": ["I love the product otherwise.", "A few friends asked for the same thing.", "Keep it up!"],
     "how_to": ["I couldn't find it in the help center.", "The manual isn't clear on this.", "I'm not very technical."],
 }
@@ -268,7 +276,7 @@ PRIORITY_CUES = {
 SHORT_CUES = {
     "urgent": [" - URGENT!", ", need help ASAP!", ". Emergency, please call me."],
     "high": [", need it fixed by tomorrow.", " - please prioritise, customers are affected."],
-    "medium": [".", "."],
+    "medium": ["."],  # a plain statement: medium is also what an unmarked ticket is
     "low": [" - no rush.", " (not urgent).", ", whenever you have time."],
 }
 # The share of medium tickets with no cue at all: "normal" is also what an unmarked ticket is.
