@@ -130,3 +130,36 @@ def test_bad_data_stops_before_the_model_loads(tmp_path, tiny_model_dir):
     assert "bad.jsonl:4" in result.output and "prompt" in result.output
     assert "Traceback" not in result.output
     assert not (tmp_path / "run").exists()
+
+
+def test_early_stopping_and_best_checkpoint(tmp_path, tiny_model_dir):
+    """Validation answers contradict the training answers, so validation loss rises as training memorizes:
+    early stopping ends the run, and the weights kept are those of the best evaluation."""
+    rows = memorizable_rows()
+    val = [{"prompt": r["prompt"], "completion": rows[(i + 1) % len(rows)]["completion"]} for i, r in enumerate(rows)]
+    data = {
+        "train": str(write_jsonl(tmp_path / "train.jsonl", rows)),
+        "validation": str(write_jsonl(tmp_path / "val.jsonl", val)),
+    }
+    train = {
+        "max_steps": 60,
+        "learning_rate": 1e-2,
+        "eval_strategy": "steps",
+        "eval_steps": 2,
+        "save_strategy": "steps",
+        "save_steps": 2,
+        "save_total_limit": 2,
+        "load_best_model_at_end": True,
+        "early_stopping_patience": 2,
+    }
+    cfg = write_config(tmp_path, tiny_model_dir, method={"name": "full"}, train=train, data=data)
+    result = run_cli(["train", str(cfg)])
+    assert result.exit_code == 0, result.output
+    state = json.loads((tmp_path / "run" / "trainer_state.json").read_text())
+    evals = [h for h in state["log_history"] if "eval_loss" in h]
+    assert state["global_step"] < 60, "early stopping did not stop the run"
+    best = min(evals, key=lambda h: h["eval_loss"])
+    assert state["best_global_step"] == best["step"]
+    assert all(h["eval_loss"] >= best["eval_loss"] for h in evals[-2:])  # stopped after `patience` worse evals
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["eval"]["eval_loss"] == pytest.approx(best["eval_loss"], rel=1e-5)  # the best weights were kept

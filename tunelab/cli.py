@@ -120,11 +120,15 @@ def chat(
 @app.command(epilog="Example:  tunelab demo")
 def demo(
     output_dir: Annotated[Path, typer.Option(help="Where the demo run goes.")] = Path("runs/demo"),
+    config: Annotated[Path, typer.Option(help="The run config.")] = Path("configs/demo.yaml"),
+    test_file: Annotated[Path, typer.Option(help="Held-out rows scored before and after.")] = Path(
+        "examples/support_tickets/test.jsonl"
+    ),
 ) -> None:
     """The main job: fine-tune the built-in model on the support-ticket task, show before/after."""
     from tunelab import demo as demomod
 
-    demomod.run(output_dir)
+    demomod.run(output_dir, config, test_file)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -58,11 +58,25 @@ def run(output_dir: Path, config_path: Path = DEMO_CONFIG, test_file: Path = TES
     }
     show(report)
     artifacts.write_json(result.run_dir / "demo_report.json", report)
+    artifacts.write_text(result.run_dir / "demo_report.md", markdown(report))
+    info(f"report: {result.run_dir / 'demo_report.md'}")
     return report
 
 
 def step(n: int, title: str) -> None:
     console.rule(f"[bold]step {n}/3[/]: {title}")
+
+
+def percent_or_count(key: str, value: float) -> str:
+    return f"{value:.0f}" if key.endswith("_count") else f"{100 * value:.1f}%"
+
+
+def markdown(report: dict) -> str:
+    lines = ["| metric | zero-shot base | fine-tuned |", "|---|---:|---:|"]
+    for key, before in report["before"].items():
+        lines.append(f"| {key} | {percent_or_count(key, before)} | {percent_or_count(key, report['after'][key])} |")
+    lines.append(f"\n{len(report['examples'])} test tickets; demo took {report['seconds'] / 60:.1f} min.")
+    return "\n".join(lines) + "\n"
 
 
 def show(report: dict) -> None:
@@ -71,9 +85,7 @@ def show(report: dict) -> None:
     table.add_column("zero-shot base", justify="right")
     table.add_column("fine-tuned", justify="right")
     for key, before in report["before"].items():
-        after = report["after"][key]
-        fmt = (lambda v: f"{v:.0f}") if key.endswith("_count") else (lambda v: f"{100 * v:.1f}%")
-        table.add_row(key, fmt(before), fmt(after))
+        table.add_row(key, percent_or_count(key, before), percent_or_count(key, report["after"][key]))
     console.print(table)
     for ex in report["examples"][:3]:
         console.print(f"\n[bold]ticket:[/] {ex['prompt']}")
