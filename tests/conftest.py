@@ -36,14 +36,11 @@ def smol_tokenizer(smol_tokenizer_dir):
     return AutoTokenizer.from_pretrained(smol_tokenizer_dir)
 
 
-def build_tiny_llama(tokenizer_dir: Path, out: Path, seed: int = 0) -> Path:
-    """A 2-layer Llama with the real tokenizer, saved as a local HF model directory."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+def tiny_llama_config(**overrides):
+    """The tiny Llama shape every test model shares: 2 layers, hidden 32, GQA, tied embeddings."""
+    from transformers import LlamaConfig
 
-    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
-    config = LlamaConfig(
-        vocab_size=len(tok),
+    shape = dict(
         hidden_size=32,
         intermediate_size=64,
         num_hidden_layers=2,
@@ -51,6 +48,18 @@ def build_tiny_llama(tokenizer_dir: Path, out: Path, seed: int = 0) -> Path:
         num_key_value_heads=2,
         max_position_embeddings=2048,
         tie_word_embeddings=True,
+    )
+    return LlamaConfig(**{**shape, **overrides})
+
+
+def build_tiny_llama(tokenizer_dir: Path, out: Path, seed: int = 0) -> Path:
+    """A 2-layer Llama with the real tokenizer, saved as a local HF model directory."""
+    import torch
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    config = tiny_llama_config(
+        vocab_size=len(tok),
         # At the usual 0.02 a 2-layer, 32-wide model attends almost uniformly and cannot learn to look back at
         # the prompt within a test's budget of steps; at 0.1 it memorizes a few answers in ~50 steps.
         initializer_range=0.1,

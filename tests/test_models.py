@@ -69,19 +69,15 @@ def _permute(w: np.ndarray, n_head: int) -> np.ndarray:
 def write_tiny_gguf(path: Path, seed: int = 0) -> torch.nn.Module:
     """Write a 2-layer Llama as an F32 GGUF with a chat template; return the same model in PyTorch."""
     import gguf
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
+
+    from tests.conftest import tiny_llama_config
 
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
     tokens = specials + _byte_level_chars() + ["Ġt", "he", "Ġthe"]
-    config = LlamaConfig(
+    config = tiny_llama_config(
         vocab_size=len(tokens),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
         max_position_embeddings=256,
-        tie_word_embeddings=True,
         bos_token_id=1,
         eos_token_id=2,
         pad_token_id=2,

@@ -65,6 +65,7 @@ def run(output_dir: Path, config_path: Path = DEMO_CONFIG, test_file: Path = TES
 
 def step(n: int, title: str) -> None:
     console.rule(f"[bold]step {n}/3[/]: {title}")
+    info(f"({time.strftime('%H:%M:%S')})")
 
 
 def percent_or_count(key: str, value: float) -> str:

@@ -11,8 +11,9 @@ from typing import Any
 from tunelab.evaluation.metrics import task_scorer
 from tunelab.generation import Decoding, generate
 
-# Evaluation decodes greedily so that two arms differ by their model, not by sampling luck.
-EVAL_DECODING = Decoding(max_new_tokens=64, temperature=0.0)
+# Evaluation decodes greedily so that two arms differ by their model, not by sampling luck. 48 new tokens
+# hold twice the longest demo answer; a model that rambles past that is wrong either way.
+EVAL_DECODING = Decoding(max_new_tokens=48, temperature=0.0)
 
 
 def predict(loaded: Any, examples: list[Any], decoding: Decoding = EVAL_DECODING, batch_size: int = 16) -> list[str]:
