@@ -2,7 +2,8 @@
 
 The config's `train` section uses Hugging Face's own argument names; this module maps it onto
 `TrainingArguments`, adds our callbacks (live progress, TensorBoard in `logging_dir`, checkpoint
-completion markers, early stopping) and checks the loss of every step (`FiniteLossTrainer`).
+completion markers, early stopping); `TunelabTrainer` checks the loss of every step and computes it
+on trained positions only.
 """
 
 from __future__ import annotations
@@ -25,15 +26,36 @@ from tunelab import artifacts
 from tunelab.artifacts import RunDir
 from tunelab.config.schema import RunConfig, TrainConfig
 from tunelab.errors import TrainingDivergedError
+from tunelab.loss import supports_sparse_head, trained_positions_loss
 from tunelab.progress import LiveProgress
 
 
-class FiniteLossTrainer(Trainer):
-    """Stops at the first step whose loss is NaN or infinite, naming the step.
+class TunelabTrainer(Trainer):
+    """Trainer with two changes, both by overriding documented extension points (one level deep):
 
-    Trainer's own `logging_nan_inf_filter` hides such losses from the logs and goes on training,
-    which ends in a finished-looking model of garbage; we fail instead.
+    - the loss of every step is checked: NaN or infinity stops the run naming the step. Trainer's own
+      `logging_nan_inf_filter` hides such losses from the logs and goes on training, which ends in a
+      finished-looking model of garbage.
+    - with `sparse_head`, the training loss runs the LM head on trained positions only (tunelab.loss).
     """
+
+    def __init__(self, *args: Any, sparse_head: bool = False, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.sparse_head = sparse_head
+        if sparse_head:
+            # Our loss is divided by the trained tokens of the whole accumulated batch, as transformers' own.
+            self.loss_is_scaled_for_ga = True
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if not self.sparse_head or return_outputs or not model.training:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        if num_items_in_batch is None:
+            trained = (inputs["labels"][:, 1:] != -100).sum()
+            num_items_in_batch = trained * self.current_gradient_accumulation_steps
+        loss = trained_positions_loss(model, inputs, num_items_in_batch)
+        if self.args.average_tokens_across_devices:
+            loss = loss * self.accelerator.num_processes  # as Trainer.compute_loss does for token averaging
+        return loss
 
     def training_step(self, model: torch.nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None):
         loss = super().training_step(model, inputs, num_items_in_batch)
@@ -112,7 +134,7 @@ def build(cfg: RunConfig, model, tokenizer, data, run_dir: RunDir, device, dtype
     ]
     if cfg.train.early_stopping_patience:
         extra.append(EarlyStoppingCallback(early_stopping_patience=cfg.train.early_stopping_patience))
-    trainer = FiniteLossTrainer(
+    trainer = TunelabTrainer(
         model=model,
         args=args,
         train_dataset=data.train,
@@ -120,6 +142,7 @@ def build(cfg: RunConfig, model, tokenizer, data, run_dir: RunDir, device, dtype
         data_collator=collator,
         processing_class=tokenizer,
         callbacks=[*extra, *callbacks],
+        sparse_head=cfg.train.sparse_lm_head and supports_sparse_head(model),
     )
     trainer.remove_callback(PrinterCallback)  # LiveProgress prints the logs
     return trainer

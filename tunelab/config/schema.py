@@ -142,6 +142,11 @@ class TrainConfig(Strict):
     )
     seed: int = 42
     max_seq_length: int = Field(1024, ge=8, description="Rows longer than this are bad rows (see data.on_bad_rows).")
+    sparse_lm_head: bool = Field(
+        True,
+        description="Run the LM head and loss on trained (completion) tokens only: the same loss and gradients "
+        "for less compute and memory. Models with logit scaling/soft-capping always use their own loss.",
+    )
     overwrite_output_dir: bool = Field(False, description="Allow training into an output_dir that already has a run.")
 
     @model_validator(mode="after")

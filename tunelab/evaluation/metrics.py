@@ -1,16 +1,21 @@
 """Task metrics: pure functions over generated texts and reference texts, looked up by name.
 
-    from tunelab.evaluation import task_scorer, score_rows
+    from tunelab.evaluation import task_scorer, score_rows, main_metric
     task_scorer("json_fields")(predictions, references)   # {"field_accuracy": 0.83, "valid_json": 1.0, ...}
     score_rows("json_fields", predictions, references)    # one dict per row, for best/worst examples
+    main_metric("rougeL")                                  # "rougeL": the key tables and best/worst rows use
 
 Every metric has the same shape, `(predictions: list[str], references: list[str]) -> dict[str, float]`,
 so adding one is a function plus one line in `METRICS`, and `score_rows` works for all of them by
-scoring each row as a one-row corpus.
+scoring each row as a one-row corpus. Each registered function also carries two facts, attached by
+`_declare` next to its definition: `headline` (its main key, see `main_metric`) and `row_decomposable`
+(True when the corpus score is exactly the mean of the one-row scores; bleu, chrf, f1 and json_fields are
+ratios of corpus-wide counts, so they are not, and `bootstrap_ci` re-scores them instead).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Callable
@@ -24,6 +29,25 @@ Metric = Callable[[list[str], list[str]], dict[str, float]]
 _OPENING_FENCE = re.compile(r"\A```[A-Za-z0-9_-]*[ \t]*\n?")
 _CLOSING_FENCE = re.compile(r"\n?[ \t]*```\Z")
 
+ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
+
+
+def _declare(headline: str, row_decomposable: bool) -> Callable[[Metric], Metric]:
+    """Attach a metric's headline key and whether its corpus score is the mean of its one-row scores."""
+
+    def mark(metric: Metric) -> Metric:
+        metric.headline = headline  # type: ignore[attr-defined]
+        metric.row_decomposable = row_decomposable  # type: ignore[attr-defined]
+        return metric
+
+    return mark
+
+
+def is_row_decomposable(metric: Metric) -> bool:
+    """True if `metric`'s corpus score is the mean of its one-row scores. Unmarked functions count as
+    corpus-level, the safe answer: re-scoring a resample is always right, only slower."""
+    return bool(getattr(metric, "row_decomposable", False))
+
 
 def _check_rows(predictions: list[str], references: list[str]) -> None:
     if len(predictions) != len(references):
@@ -32,6 +56,7 @@ def _check_rows(predictions: list[str], references: list[str]) -> None:
         raise ValueError("no rows to score: predictions and references are empty")
 
 
+@_declare("exact_match", row_decomposable=True)
 def exact_match(predictions: list[str], references: list[str]) -> dict[str, float]:
     """Share of rows whose prediction equals the reference, ignoring surrounding whitespace only."""
     _check_rows(predictions, references)
@@ -57,6 +82,7 @@ def _reference_object(text: str, row: int) -> dict[str, Any]:
     return value
 
 
+@_declare("field_accuracy", row_decomposable=False)
 def json_fields(predictions: list[str], references: list[str]) -> dict[str, float]:
     """Per-field accuracy of JSON-object predictions against JSON-object references.
 
@@ -85,9 +111,111 @@ def json_fields(predictions: list[str], references: list[str]) -> dict[str, floa
     return scores
 
 
+@functools.cache
+def _rouge_scorer(types: tuple[str, ...]) -> Any:
+    # Imported here because rouge-score pulls in nltk (~0.5 s), which only ROUGE users should pay for.
+    from rouge_score import rouge_scorer
+
+    return rouge_scorer.RougeScorer(list(types), use_stemmer=True)
+
+
+def _rouge_means(predictions: list[str], references: list[str], types: tuple[str, ...]) -> dict[str, float]:
+    """Mean over rows of each ROUGE type's precision, recall and F1, as `<type>_p`, `<type>_r`, `<type>_f`."""
+    _check_rows(predictions, references)
+    scorer = _rouge_scorer(types)
+    sums = {f"{t}_{part}": 0.0 for t in types for part in "prf"}
+    for prediction, reference in zip(predictions, references, strict=True):
+        for t, score in scorer.score(reference, prediction).items():  # (target, prediction) order
+            sums[f"{t}_p"] += score.precision
+            sums[f"{t}_r"] += score.recall
+            sums[f"{t}_f"] += score.fmeasure
+    return {key: float(total / len(references)) for key, total in sums.items()}
+
+
+@_declare("rougeL_f", row_decomposable=True)
+def rouge(predictions: list[str], references: list[str]) -> dict[str, float]:
+    """ROUGE-1, ROUGE-2 and ROUGE-L (whole-text LCS) precision, recall and F1, averaged over rows.
+
+    Uses rouge-score with its Porter stemmer. Its tokenizer lowercases and keeps only ASCII letters and
+    digits, so text in other scripts scores 0: use chrf for those.
+    """
+    return _rouge_means(predictions, references, ROUGE_TYPES)
+
+
+def _rouge_single(kind: str) -> Metric:
+    """The metric for one ROUGE type: `<kind>` (its F1, so it can be a headline) plus `<kind>_p`, `<kind>_r`."""
+
+    def metric(predictions: list[str], references: list[str]) -> dict[str, float]:
+        scores = _rouge_means(predictions, references, (kind,))
+        return {kind: scores[f"{kind}_f"], f"{kind}_p": scores[f"{kind}_p"], f"{kind}_r": scores[f"{kind}_r"]}
+
+    metric.__name__ = metric.__qualname__ = kind
+    metric.__doc__ = f"{kind} F1 (key `{kind}`), precision and recall, averaged over rows; see `rouge`."
+    return _declare(kind, row_decomposable=True)(metric)
+
+
+@_declare("bleu", row_decomposable=False)
+def bleu(predictions: list[str], references: list[str]) -> dict[str, float]:
+    """Corpus BLEU from sacrebleu with its defaults (13a tokenization, exp smoothing, one reference per row),
+    on sacrebleu's 0-100 scale, not 0-1. Corpus-level: n-gram counts are pooled over rows before dividing."""
+    _check_rows(predictions, references)
+    from sacrebleu.metrics import BLEU  # sacrebleu is only needed by bleu and chrf
+
+    return {"bleu": float(BLEU().corpus_score(predictions, [references]).score)}
+
+
+@_declare("chrf", row_decomposable=False)
+def chrf(predictions: list[str], references: list[str]) -> dict[str, float]:
+    """Corpus chrF (character 1-6-grams, beta 2, whitespace ignored) from sacrebleu, on its 0-100 scale.
+    Corpus-level like bleu; unlike ROUGE it works for any script and credits partly right words."""
+    _check_rows(predictions, references)
+    from sacrebleu.metrics import CHRF
+
+    return {"chrf": float(CHRF().corpus_score(predictions, [references]).score)}
+
+
+@_declare("accuracy", row_decomposable=True)
+def accuracy(predictions: list[str], references: list[str]) -> dict[str, float]:
+    """Classification accuracy: share of rows whose stripped prediction equals the stripped reference label
+    (case-sensitive; anything else, including an unknown label, is wrong). Per-class scores are in `f1`."""
+    return {"accuracy": exact_match(predictions, references)["exact_match"]}
+
+
+@_declare("f1", row_decomposable=False)
+def f1(predictions: list[str], references: list[str]) -> dict[str, float]:
+    """Macro-F1 over the reference labels, with `accuracy` and per-class `precision.<label>`, `recall.<label>`,
+    `f1.<label>`. Labels are compared stripped and case-sensitive.
+
+    The classes are the distinct reference labels. A prediction that is none of them is wrong: a miss for
+    its row's class (lowers that class's recall) but no class's false positive, as if it were one extra
+    "other" class that macro-F1 does not average over (scikit-learn's `labels=` behaviour). A class that is
+    never predicted has precision 0 (scikit-learn's zero_division=0).
+    """
+    _check_rows(predictions, references)
+    preds = [p.strip() for p in predictions]
+    refs = [r.strip() for r in references]
+    scores = {"accuracy": sum(p == r for p, r in zip(preds, refs, strict=True)) / len(refs)}
+    class_f1 = []
+    for label in sorted(set(refs)):
+        hits = sum(p == r == label for p, r in zip(preds, refs, strict=True))
+        predicted = preds.count(label)
+        precision = hits / predicted if predicted else 0.0
+        recall = hits / refs.count(label)
+        class_f1.append(2 * precision * recall / (precision + recall) if hits else 0.0)
+        scores.update({f"precision.{label}": precision, f"recall.{label}": recall, f"f1.{label}": class_f1[-1]})
+    scores["f1"] = sum(class_f1) / len(class_f1)
+    return scores
+
+
 METRICS: dict[str, Metric] = {
     "exact_match": exact_match,
     "json_fields": json_fields,
+    "rouge": rouge,
+    **{kind: _rouge_single(kind) for kind in ROUGE_TYPES},
+    "bleu": bleu,
+    "chrf": chrf,
+    "accuracy": accuracy,
+    "f1": f1,
 }
 
 
@@ -97,6 +225,12 @@ def task_scorer(name: str) -> Metric:
         return METRICS[name]
     except KeyError:
         raise ValueError(f"unknown metric {name!r}; valid metrics: {', '.join(sorted(METRICS))}") from None
+
+
+def main_metric(name: str) -> str:
+    """The headline key metric `name` produces (json_fields -> "field_accuracy", rouge -> "rougeL_f",
+    rougeL -> "rougeL"): the key for tables, best/worst rows and `metric_for_best_model`. Higher is better."""
+    return task_scorer(name).headline  # type: ignore[attr-defined]
 
 
 def score_rows(metric: str | Metric, predictions: list[str], references: list[str]) -> list[dict[str, float]]:
