@@ -42,6 +42,8 @@ def write_config(
         "data": data,
         "method": method,
         "train": train_cfg,
+        # Every run scores the retention probe; a few items keep the path covered and the tests quick.
+        "forgetting": {"max_items": 12},
     }
     path = tmp_path / name
     path.write_text(yaml.safe_dump(cfg))

@@ -98,6 +98,7 @@ def test_two_lora_steps_on_the_real_model(converted, cached, tmp_path):
                 "model": {"dtype": "auto"},
                 "data": {"train": str(root / "examples/support_tickets/train.jsonl"), "system": "Triage the ticket."},
                 "method": {"name": "lora", "r": 4, "alpha": 8},
+                "forgetting": {"max_items": 8},  # the probe path on the real model, kept short
                 "train": {
                     "output_dir": str(tmp_path / "run"),
                     "max_steps": 2,

@@ -117,6 +117,62 @@ def chat(
     )
 
 
+MetricsOpt = Annotated[
+    str | None,
+    typer.Option("--metrics", help="Comma-separated: exact_match, json_fields, rougeL, bleu, chrf, f1, ..."),
+]
+
+
+@app.command(
+    "eval", epilog="Example:  tunelab eval runs/demo --data examples/support_tickets/test.jsonl --metrics json_fields"
+)
+def eval_(
+    model: Annotated[str, typer.Argument(help="A run directory, built-in alias, local model dir, hub id or .gguf.")],
+    data: Annotated[Path | None, typer.Option("--data", help="Test file (default: the config's eval.test).")] = None,
+    metrics: MetricsOpt = None,
+    config: Annotated[
+        Path | None, typer.Option(help="Prompt format/system for a plain model (runs bring theirs).")
+    ] = None,
+    output_dir: Annotated[
+        Path | None, typer.Option(help="Where metrics.json, predictions.jsonl, report.md go.")
+    ] = None,
+) -> None:
+    """Generate answers for a test set and score them: every metric with a 95% bootstrap interval."""
+    from tunelab.evaluation import evaluate as evalmod
+
+    test_file = evalmod.test_file_for(model, config, data)
+    result = evalmod.evaluate(model, test_file, _split(metrics), config)
+    out = output_dir or evalmod.default_output_dir(model)
+    evalmod.write(result, out)
+    console.print(evalmod.markdown(result), markup=False, soft_wrap=True)
+    console.print(f"wrote {out}/metrics.json, predictions.jsonl, report.md", markup=False)
+
+
+@app.command(epilog="Example:  tunelab compare configs/demo.yaml --run runs/demo")
+def compare(
+    config: ConfigArg,
+    run: Annotated[list[str] | None, typer.Option("--run", help="A fine-tuned run directory (repeatable).")] = None,
+    data: Annotated[Path | None, typer.Option("--data", help="Test file (default: the config's eval.test).")] = None,
+    metrics: MetricsOpt = None,
+    output_dir: Annotated[Path, typer.Option(help="Where compare.md/.json/.png go.")] = Path("runs/compare"),
+) -> None:
+    """Zero-shot vs few-shot vs fine-tuned on one test set: which is worth it, and by how much."""
+    from tunelab import config as cfgmod
+    from tunelab.evaluation import compare as comparemod
+    from tunelab.evaluation import evaluate as evalmod
+
+    cfg = cfgmod.load(config)
+    test_file = evalmod.test_file_for(str(config), config, data)
+    arms = comparemod.compare(cfg, test_file, run or [], _split(metrics) or cfg.eval.metrics)
+    comparemod.write(arms, output_dir)
+    console.print(comparemod.markdown(arms), markup=False, soft_wrap=True)
+    console.print(f"wrote {output_dir}/compare.md, compare.json, compare.png", markup=False)
+
+
+def _split(metrics: str | None) -> list[str] | None:
+    return [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
+
+
 @app.command(epilog="Example:  tunelab demo")
 def demo(
     output_dir: Annotated[Path, typer.Option(help="Where the demo run goes.")] = Path("runs/demo"),

@@ -21,6 +21,7 @@ from tunelab.artifacts import RunDir
 from tunelab.config import RunConfig, dump
 from tunelab.config.preflight import preflight
 from tunelab.console import info
+from tunelab.evaluation import forgetting
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,7 @@ class RunResult:
 def run(cfg: RunConfig, *, resume: bool = False, callbacks: tuple = ()) -> RunResult:
     """Train as the config says and write a complete run directory. Extra TrainerCallbacks are optional."""
     preflight(cfg, resume)  # every check that needs no weights, data rows included
+    probe = forgetting.load_probe(cfg.forgetting) if cfg.forgetting.enabled else None
     run_dir = RunDir(cfg.train.output_dir)
     method = methods.get(cfg.method.name)
     device = models.pick_device(cfg.model.device)
@@ -44,6 +46,7 @@ def run(cfg: RunConfig, *, resume: bool = False, callbacks: tuple = ()) -> RunRe
     set_seed(cfg.train.seed)  # adapter init draws from the global RNG: same config, same starting weights
     model = method.prepare(model, cfg.method)
     report_parameters(model, method.name, device, compute_dtype)
+    base_probe = score_probe(model, tokenizer, probe, "the base model")
 
     prepare_output_dir(cfg, run_dir, resume)
     artifacts.start(run_dir, dump(cfg))
@@ -51,10 +54,35 @@ def run(cfg: RunConfig, *, resume: bool = False, callbacks: tuple = ()) -> RunRe
     output = trainer.train(resume_from_checkpoint=resume_point(run_dir, resume))
 
     metrics = collect_metrics(trainer, output.metrics, model, data)
+    if probe is not None:
+        after_probe = score_probe(trainer.model, tokenizer, probe, "the result")
+        metrics["forgetting"] = forgetting.compare(base_probe, after_probe, cfg.forgetting)
     artifact_dir = artifacts.save_artifact(run_dir, method.artifact, trainer.model, tokenizer)
-    artifacts.finish(run_dir, metrics, dataclasses.asdict(trainer.state), method.artifact)
+    finish(cfg, run_dir, metrics, trainer, method.artifact)
     info(f"[bold green]run complete[/]: {run_dir.path} ({method.artifact} in {artifact_dir.name}/)")
     return RunResult(run_dir.path, artifact_dir, metrics)
+
+
+def finish(cfg: RunConfig, run_dir: RunDir, metrics: dict[str, Any], trainer, artifact: str) -> None:
+    """Write metrics and state, then the completion marker, unless forgetting exceeded a limit the user
+    made fatal: then the files stay but the run is not marked complete."""
+    report = metrics.get("forgetting")
+    fatal = report is not None and report["exceeded"] and cfg.forgetting.fail
+    if fatal:
+        artifacts.write_json(run_dir.path / "metrics.json", metrics)
+    else:
+        artifacts.finish(run_dir, metrics, dataclasses.asdict(trainer.state), artifact)
+    if report is not None:
+        info(forgetting.summary(report))
+        forgetting.enforce(report, cfg.forgetting)  # raises when fatal, else warns about exceeded limits
+
+
+def score_probe(model, tokenizer, probe, what: str):
+    """The retention probe's score, or None when the probe is off."""
+    if probe is None:
+        return None
+    info(f"retention probe on {what}: {len(probe.mc)} questions, {len(probe.texts)} passages")
+    return forgetting.score(model, tokenizer, probe)
 
 
 def report_parameters(model, method_name: str, device, dtype) -> None:

@@ -26,6 +26,7 @@ from tunelab import artifacts
 from tunelab.artifacts import RunDir
 from tunelab.config.schema import RunConfig, TrainConfig
 from tunelab.errors import TrainingDivergedError
+from tunelab.evaluation import during_training
 from tunelab.loss import supports_sparse_head, trained_positions_loss
 from tunelab.progress import LiveProgress
 
@@ -39,9 +40,10 @@ class TunelabTrainer(Trainer):
     - with `sparse_head`, the training loss runs the LM head on trained positions only (tunelab.loss).
     """
 
-    def __init__(self, *args: Any, sparse_head: bool = False, **kwargs: Any):
+    def __init__(self, *args: Any, sparse_head: bool = False, generation_eval: Any = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.sparse_head = sparse_head
+        self.generation_eval = generation_eval
         if sparse_head:
             # Our loss is divided by the trained tokens of the whole accumulated batch, as transformers' own.
             self.loss_is_scaled_for_ga = True
@@ -56,6 +58,18 @@ class TunelabTrainer(Trainer):
         if self.args.average_tokens_across_devices:
             loss = loss * self.accelerator.num_processes  # as Trainer.compute_loss does for token averaging
         return loss
+
+    def evaluation_loop(
+        self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"
+    ):
+        """The loss evaluation, plus generation metrics (tunelab.evaluation.during_training) when configured.
+        Added here, before Trainer logs them and runs the callbacks, so best-checkpoint selection and early
+        stopping see them like eval_loss."""
+        output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
+        if self.generation_eval is not None:
+            generated = self.generation_eval(self.model)
+            output.metrics.update({f"{metric_key_prefix}_{k}": v for k, v in generated.items()})
+        return output
 
     def training_step(self, model: torch.nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None):
         loss = super().training_step(model, inputs, num_items_in_batch)
@@ -143,6 +157,7 @@ def build(cfg: RunConfig, model, tokenizer, data, run_dir: RunDir, device, dtype
         processing_class=tokenizer,
         callbacks=[*extra, *callbacks],
         sparse_head=cfg.train.sparse_lm_head and supports_sparse_head(model),
+        generation_eval=during_training.evaluator(cfg, tokenizer, data.validation_rows),
     )
     trainer.remove_callback(PrinterCallback)  # LiveProgress prints the logs
     return trainer

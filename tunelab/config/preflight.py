@@ -14,7 +14,6 @@ from tunelab.errors import ConfigError
 
 # Keys a resumed run may change: extending training is the usual reason to resume with edits.
 RESUMABLE_CHANGES = {("train", "max_steps"), ("train", "num_train_epochs")}
-LOSS_METRICS = ("loss", "eval_loss")
 
 
 def preflight(cfg: RunConfig, resume: bool = False) -> Any:
@@ -37,6 +36,8 @@ def check_device(cfg: RunConfig) -> list[str]:
 
 
 def check_training(cfg: RunConfig) -> list[str]:
+    from tunelab.evaluation import during_training
+
     t, has_val = cfg.train, cfg.data.validation is not None or cfg.data.val_size is not None
     problems = []
     if t.eval_strategy not in ("auto", "no") and not has_val:
@@ -47,9 +48,11 @@ def check_training(cfg: RunConfig) -> list[str]:
         problems.append("train.early_stopping_patience needs validation data: set data.validation or data.val_size")
     if t.load_best_model_at_end and not has_val:
         problems.append("train.load_best_model_at_end needs validation data: set data.validation or data.val_size")
-    if t.metric_for_best_model not in LOSS_METRICS:
+    choices = during_training.selectable_metrics(cfg)
+    if t.metric_for_best_model.removeprefix("eval_") not in [c.removeprefix("eval_") for c in choices]:
         problems.append(
-            f"train.metric_for_best_model={t.metric_for_best_model!r}: choose one of {', '.join(LOSS_METRICS)}"
+            f"train.metric_for_best_model={t.metric_for_best_model!r}: choose one of {', '.join(choices)} "
+            "(add a metric to eval.metrics to select by it)"
         )
     if t.load_best_model_at_end and t.eval_strategy not in ("auto", t.save_strategy):
         problems.append(

@@ -54,6 +54,16 @@ class DataConfig(Strict):
         description="How prompts are rendered: `auto` (the model's chat template, else `plain`), `chat_template`, "
         "`plain`, `alpaca`, or a custom Jinja chat template string.",
     )
+    replay_fraction: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="Mix general instruction data into training as this share of the training "
+        "rows (mitigates forgetting). 0 = off.",
+    )
+    replay_data: Path | None = Field(
+        None, description="General data for replay (prompt/completion JSONL); default: the built-in set."
+    )
     on_bad_rows: Literal["error", "skip"] = Field(
         "error", description="`error`: stop and list every bad row. `skip`: drop them and report counts per reason."
     )
@@ -158,13 +168,57 @@ class TrainConfig(Strict):
         return self
 
 
+class EvalConfig(Strict):
+    """How generated answers are scored: by `tunelab eval`/`compare`, and during training when
+    `train.metric_for_best_model` names a generation metric."""
+
+    test: Path | None = Field(None, description="Held-out test file (same formats as data.train) for eval/compare.")
+    metrics: list[str] = Field(
+        ["exact_match"],
+        description="Generation metrics: exact_match, json_fields, rouge, rouge1, rouge2, rougeL, "
+        "bleu, chrf, accuracy, f1.",
+    )
+    max_new_tokens: int = Field(256, ge=1, description="Greedy decoding budget per answer.")
+    batch_size: int = Field(16, ge=1, description="Prompts generated together (left-padded).")
+    bootstrap_resamples: int = Field(1000, ge=0, description="Row resamples for the 95% confidence intervals.")
+    during_training: bool = Field(
+        False,
+        description="Generate and score validation rows at every evaluation during training (always on "
+        "when train.metric_for_best_model is a generation metric such as rougeL).",
+    )
+    during_training_rows: int = Field(
+        64, ge=1, description="Validation rows generated at each evaluation during training (a capped subset)."
+    )
+    few_shot_k: int = Field(
+        3,
+        ge=0,
+        description="`compare`: training examples put before each prompt in the few-shot arm (fewer if "
+        "they do not fit the context window).",
+    )
+
+
+class ForgettingConfig(Strict):
+    """The retention probe: general-knowledge multiple choice (log-likelihood) and English text (perplexity),
+    scored on the base model before training and on the result after."""
+
+    enabled: bool = Field(True, description="Score the retention probe before and after every run.")
+    mc: Path | None = Field(None, description="Your own multiple-choice retention set (JSONL); default: built-in.")
+    texts: Path | None = Field(None, description="Your own text retention set (JSONL of {text}); default: built-in.")
+    max_items: int | None = Field(None, ge=1, description="Score only the first N items of each set (faster).")
+    max_drop: float | None = Field(None, ge=0, description="Allowed drop in probe accuracy, in points (e.g. 5).")
+    max_perplexity_ratio: float | None = Field(None, gt=1, description="Allowed after/base perplexity ratio.")
+    fail: bool = Field(False, description="Exceeding a limit fails the run (default: a warning).")
+
+
 class RunConfig(Strict):
-    """A whole fine-tuning run: model → data → method → training."""
+    """A whole fine-tuning run: model → data → method → training → evaluation."""
 
     model: ModelConfig = ModelConfig()
     data: DataConfig
     method: MethodConfig = Field(default_factory=lambda: LoraMethod(name="lora"))
     train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+    forgetting: ForgettingConfig = ForgettingConfig()
 
     @field_validator("model", mode="before")
     @classmethod

@@ -33,6 +33,7 @@ class DataReport:
     rows: dict[str, int]  # good rows per split
     examples: dict[str, int]  # dataset rows per split (raw text split into blocks makes more)
     skipped: dict[str, int] = field(default_factory=dict)  # dropped bad rows per reason
+    replayed: int = 0  # general rows mixed into train (data.replay_fraction), counted in rows["train"]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -43,6 +44,7 @@ class BuiltData:
     train: datasets.Dataset
     validation: datasets.Dataset | None
     report: DataReport
+    validation_rows: list = field(default_factory=list)  # the validation rows as messages (for generation)
 
 
 @dataclass
@@ -91,5 +93,6 @@ def build(cfg: RunConfig, tokenizer: Any) -> BuiltData:
         rows={"train": len(encoded["train"]), "validation": len(encoded["validation"])},
         examples={"train": len(train), "validation": len(validation) if validation is not None else 0},
         skipped=skipped,
+        replayed=rows.replayed,
     )
-    return BuiltData(train, validation, report)
+    return BuiltData(train, validation, report, rows.validation)

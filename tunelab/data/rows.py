@@ -18,6 +18,7 @@ from tunelab.data import formats
 from tunelab.data.formats import FormatContext
 from tunelab.data.problems import Problem, RowError, resolve
 from tunelab.data.readers import Record, read
+from tunelab.data.replay import replay_rows
 from tunelab.data.templates import Message
 from tunelab.errors import DataError
 
@@ -41,6 +42,7 @@ class RowSet:
     validation: list[Row]  # empty when there is no validation data
     rows_read: int  # records read from train (+ validation), good and bad
     skipped: dict[str, int] = field(default_factory=dict)  # bad rows dropped, per reason (on_bad_rows=skip)
+    replayed: int = 0  # general rows mixed into train (data.replay_fraction)
 
 
 def preflight(cfg: RunConfig) -> RowSet:
@@ -61,11 +63,13 @@ def collect(cfg: RunConfig) -> tuple[RowSet, list[Problem]]:
     fmt = resolve_format(cfg.data.format, train_records, Path(cfg.data.train))
     ctx = context(fmt, train_records, cfg.data.labels)
     train, problems = convert(train_records, fmt, ctx)
+    replayed, replay_problems = replay_rows(cfg, fmt, len(train))
+    train += replayed
     validation, val_problems = convert(val_records, fmt, ctx)
     validation, dup_problems = drop_duplicates(train, validation)
     labels = list(ctx.labels) if ctx.labels is not None else None
-    rows = RowSet(fmt, labels, train, validation, len(train_records) + len(val_records))
-    return rows, problems + val_problems + dup_problems
+    rows = RowSet(fmt, labels, train, validation, len(train_records) + len(val_records), replayed=len(replayed))
+    return rows, problems + replay_problems + val_problems + dup_problems
 
 
 def split(records: list[Record], val_size: float, seed: int) -> tuple[list[Record], list[Record]]:

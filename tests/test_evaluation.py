@@ -1,0 +1,151 @@
+"""`tunelab eval`, `tunelab compare`, generation metrics during training, forgetting and replay, on the tiny model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from rouge_score import rouge_scorer
+
+from tests.helpers import memorizable_rows, run_cli, write_config, write_jsonl
+from tunelab import config, data
+from tunelab.config.schema import ForgettingConfig
+from tunelab.evaluation import forgetting
+
+
+@pytest.fixture(scope="module")
+def memorized(tmp_path_factory, tiny_model_dir):
+    """A full fine-tune that memorized the word list, and the config that made it."""
+    tmp = tmp_path_factory.mktemp("eval_run")
+    train = {"max_steps": 60, "learning_rate": 1e-2, "lr_scheduler_type": "constant", "logging_steps": 30}
+    cfg = write_config(tmp, tiny_model_dir, method={"name": "full"}, train=train)
+    result = run_cli(["train", str(cfg)])
+    assert result.exit_code == 0, result.output
+    return tmp
+
+
+def test_eval_writes_metrics_predictions_and_report_that_match_rouge_score(memorized):
+    run = memorized / "run"
+    test = write_jsonl(memorized / "test.jsonl", memorizable_rows())
+    result = run_cli(["eval", str(run), "--data", str(test), "--metrics", "rougeL,exact_match,bleu"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((run / "eval" / "metrics.json").read_text())
+    rows = [json.loads(line) for line in (run / "eval" / "predictions.jsonl").read_text().splitlines()]
+    assert len(rows) == 8 and {"input", "reference", "output", "scores"} <= set(rows[0])
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    independent = sum(scorer.score(r["reference"], r["output"])["rougeL"].fmeasure for r in rows) / len(rows)
+    assert metrics["metrics"]["rougeL"] == pytest.approx(independent)
+    assert metrics["metrics"]["exact_match"] >= 0.75  # it memorized the list
+    lo, hi = metrics["intervals"]["rougeL"]
+    assert lo <= metrics["metrics"]["rougeL"] <= hi
+    report = (run / "eval" / "report.md").read_text()
+    assert "Best 5 by rougeL" in report and "Worst 5 by rougeL" in report and "± " in report
+
+
+def test_compare_puts_zero_shot_few_shot_and_fine_tuned_side_by_side(memorized, tmp_path):
+    cfg_path = memorized / "config.yaml"
+    cfg = yaml.safe_load(cfg_path.read_text())
+    cfg["eval"] = {"metrics": ["exact_match"], "few_shot_k": 2, "max_new_tokens": 8, "bootstrap_resamples": 200}
+    cfg_path2 = tmp_path / "compare.yaml"
+    cfg_path2.write_text(yaml.safe_dump(cfg))
+    test = write_jsonl(tmp_path / "test.jsonl", memorizable_rows())
+    out = tmp_path / "cmp"
+    args = ["compare", str(cfg_path2), "--run", str(memorized / "run"), "--data", str(test), "--output-dir", str(out)]
+    result = run_cli(args)
+    assert result.exit_code == 0, result.output
+    table = json.loads((out / "compare.json").read_text())
+    arms = [k for k in table if k != "verdict"]
+    assert arms[0] == "zero-shot" and arms[1] == "2-shot" and arms[2].startswith("fine-tuned")
+    zero, few, tuned = (table[a] for a in arms)
+    assert few["prompt_tokens_per_example"] > zero["prompt_tokens_per_example"]  # shots cost prompt tokens
+    assert tuned["metrics"]["exact_match"] > zero["metrics"]["exact_match"]
+    assert table["verdict"].startswith(f"{arms[2]} wins on exact_match")
+    assert (out / "compare.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_generation_metric_selects_the_best_checkpoint(tmp_path, tiny_model_dir):
+    """Most training answers are "apple", so the model learns to say it to new prompts too: exact match on
+    the validation rows (all "apple") moves as training goes, and the best checkpoint must follow it."""
+    rows = [{**r, "completion": "apple" if i < 6 else r["completion"]} for i, r in enumerate(memorizable_rows())]
+    val = [{"prompt": f"The secret word for {k}?", "completion": "apple"} for k in ("sky", "lamp", "road", "ink")]
+    data_cfg = {
+        "train": str(write_jsonl(tmp_path / "train.jsonl", rows)),
+        "validation": str(write_jsonl(tmp_path / "val.jsonl", val)),
+    }
+    train = {
+        "max_steps": 40,
+        "learning_rate": 1e-2,
+        "eval_strategy": "steps",
+        "eval_steps": 10,
+        "save_steps": 10,
+        "load_best_model_at_end": True,
+        "metric_for_best_model": "exact_match",
+    }
+    cfg = write_config(tmp_path, tiny_model_dir, method={"name": "full"}, train=train, data=data_cfg)
+    result = run_cli(["train", str(cfg), "eval.max_new_tokens=6"])
+    assert result.exit_code == 0, result.output
+    state = json.loads((tmp_path / "run" / "trainer_state.json").read_text())
+    evals = [h for h in state["log_history"] if "eval_exact_match" in h][:4]  # a 5th: the final evaluation
+    assert [h["step"] for h in evals] == [10, 20, 30, 40]
+    assert len({h["eval_exact_match"] for h in evals}) > 1, "the metric must move for the test to mean anything"
+    best = max(evals, key=lambda h: (h["eval_exact_match"], -h["step"]))
+    assert state["best_global_step"] == best["step"]
+    assert state["best_metric"] == pytest.approx(best["eval_exact_match"])
+
+
+def test_unknown_best_metric_is_a_config_error(tmp_path, tiny_model_dir):
+    cfg = write_config(tmp_path, tiny_model_dir, train={"metric_for_best_model": "rougeL"})
+    result = run_cli(["train", str(cfg)])
+    assert result.exit_code != 0 and "add a metric to eval.metrics" in result.output
+
+
+def test_forgetting_delta_is_after_minus_base():
+    base = forgetting.ProbeScore(accuracy=0.62, perplexity=20.0, questions=100, passages=40)
+    after = forgetting.ProbeScore(accuracy=0.55, perplexity=25.0, questions=100, passages=40)
+    report = forgetting.compare(base, after, ForgettingConfig(max_drop=5, max_perplexity_ratio=1.5))
+    assert report["delta"]["accuracy_points"] == pytest.approx(100 * (0.55 - 0.62))
+    assert report["delta"]["perplexity_ratio"] == pytest.approx(25.0 / 20.0)
+    assert len(report["exceeded"]) == 1 and "7.0 points" in report["exceeded"][0]
+    with pytest.raises(forgetting.ForgettingError):
+        forgetting.enforce(report, ForgettingConfig(max_drop=5, fail=True))
+
+
+def test_every_run_records_the_probe_before_and_after(tmp_path, tiny_model_dir):
+    cfg = write_config(tmp_path, tiny_model_dir, method={"name": "full"}, train={"max_steps": 3})
+    result = run_cli(["train", str(cfg), "forgetting.max_items=10"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "run" / "metrics.json").read_text())["forgetting"]
+    assert report["base"]["questions"] == 10 and report["after"]["passages"] == 10
+    assert report["delta"]["accuracy_points"] == pytest.approx(
+        100 * (report["after"]["accuracy"] - report["base"]["accuracy"])
+    )
+    assert "forgetting: probe accuracy" in result.output
+
+
+def test_fatal_forgetting_leaves_the_run_incomplete(tmp_path, tiny_model_dir, monkeypatch):
+    # A stub scorer: the base scores 60%, the result 40%, so a 5-point limit is exceeded by 20 points.
+    scores = iter([0.6, 0.4])
+    monkeypatch.setattr(
+        forgetting, "score", lambda *args, **kw: forgetting.ProbeScore(next(scores), 10.0, questions=5, passages=5)
+    )
+    cfg = write_config(tmp_path, tiny_model_dir, method={"name": "full"}, train={"max_steps": 2})
+    result = run_cli(["train", str(cfg), "forgetting.max_drop=5", "forgetting.fail=true"])
+    assert result.exit_code != 0 and "forgot more than allowed" in result.output and "20.0 points" in result.output
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["forgetting"]["delta"]["accuracy_points"] == pytest.approx(-20.0)
+    assert not (tmp_path / "run" / "COMPLETE").exists()
+
+
+@pytest.mark.parametrize("fraction", [0.2, 0.5])
+def test_replay_mixes_general_rows_in_as_configured(tmp_path, tiny_model_dir, fraction):
+    cfg_path = write_config(tmp_path, tiny_model_dir)
+    cfg = config.load(cfg_path, [f"data.replay_fraction={fraction}"])
+    rows = data.preflight(cfg)
+    task = len(memorizable_rows())
+    assert rows.replayed == round(fraction / (1 - fraction) * task)
+    assert len(rows.train) == task + rows.replayed
+    assert rows.replayed / len(rows.train) == pytest.approx(fraction, abs=0.05)
+    replayed = [r for r in rows.train if r.where.startswith("replay")]
+    assert len(replayed) == rows.replayed and all(r.messages[0]["role"] == "system" for r in replayed)
+    assert data.preflight(cfg).train == rows.train  # deterministic

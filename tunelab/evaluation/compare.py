@@ -1,0 +1,130 @@
+"""`tunelab compare`: was fine-tuning worth it over prompting? One test set, same prompts and decoding:
+
+    arms: the base model zero-shot, the base model few-shot (k training examples before each prompt,
+    as many as fit the context window), and one or more fine-tuned runs.
+
+Writes compare.md, compare.json and compare.png (main metric per arm with 95% error bars) and
+states the winner and the margin in one sentence.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from tunelab import artifacts, data
+from tunelab.config import RunConfig
+from tunelab.evaluation.evaluate import EvalResult, evaluate_loaded
+from tunelab.evaluation.scoring import format_value
+from tunelab.generation import encode_prompt
+from tunelab.inference import Loaded, load_for_inference
+
+
+@dataclass
+class Arm:
+    name: str
+    result: EvalResult
+
+
+def few_shot_examples(cfg: RunConfig, tokenizer: Any, examples: list[Any], k: int, template: str, system: str | None):
+    """Each test example with up to k training examples before it as earlier turns, fewer when the prompt
+    would not leave room for the answer within the context window."""
+    pool = [row.messages for row in data.preflight(cfg).train]
+    shots = random.Random(cfg.train.seed).sample(pool, min(k, len(pool)))
+    budget = min(cfg.train.max_seq_length, context_window(tokenizer)) - cfg.eval.max_new_tokens
+    out = []
+    for example in examples:
+        for n in range(len(shots), -1, -1):
+            messages = [m for shot in shots[:n] for m in shot if m["role"] != "system"] + example.messages
+            if n == 0 or len(encode_prompt(tokenizer, messages, template, system)) <= budget:
+                break
+        out.append(replace(example, messages=messages))
+    return out
+
+
+def context_window(tokenizer: Any) -> int:
+    limit = getattr(tokenizer, "model_max_length", None)
+    return limit if isinstance(limit, int) and 0 < limit < 10**7 else 2048
+
+
+def compare(cfg: RunConfig, test_file: Path, runs: list[str], metrics: list[str]) -> list[Arm]:
+    base = load_for_inference(cfg.model.name, cfg.model.device, cfg.model.dtype)
+    base = Loaded(base.model, base.tokenizer, cfg.data.template, cfg.data.system, cfg.model.name)
+    examples = data.read_eval_examples(test_file, cfg)
+    arms = [Arm("zero-shot", evaluate_loaded(base, cfg, test_file, metrics, examples))]
+    if cfg.eval.few_shot_k:
+        shots = few_shot_examples(cfg, base.tokenizer, examples, cfg.eval.few_shot_k, base.template, base.system)
+        arms.append(Arm(f"{cfg.eval.few_shot_k}-shot", evaluate_loaded(base, cfg, test_file, metrics, shots)))
+    del base
+    for run in runs:
+        arms.append(Arm(f"fine-tuned ({run})", evaluate_loaded(load_for_inference(run), cfg, test_file, metrics)))
+    return arms
+
+
+def verdict(arms: list[Arm]) -> str:
+    """One sentence: which arm wins on the main metric, by how much, and at what prompt cost."""
+    key = arms[0].result.main
+    ranked = sorted(arms, key=lambda a: -a.result.metrics.get(key, 0.0))
+    best, runner_up = ranked[0], ranked[1] if len(ranked) > 1 else None
+    if runner_up is None:
+        return f"{best.name}: {key} {format_value(key, best.result.metrics[key])}."
+    margin = best.result.metrics[key] - runner_up.result.metrics[key]
+    lo, hi = best.result.intervals.get(key, (None, None))
+    r_lo, r_hi = runner_up.result.intervals.get(key, (None, None))
+    overlap = lo is not None and r_hi is not None and lo <= r_hi
+    cost = best.result.prompt_tokens_per_example / max(runner_up.result.prompt_tokens_per_example, 1)
+    return (
+        f"{best.name} wins on {key}: {format_value(key, best.result.metrics[key])} vs "
+        f"{format_value(key, runner_up.result.metrics[key])} for {runner_up.name} "
+        f"(margin {format_value(key, margin)}{', within the confidence intervals' if overlap else ''}), "
+        f"with {cost:.2f}x its prompt tokens per example."
+    )
+
+
+def markdown(arms: list[Arm]) -> str:
+    keys = list(arms[0].result.metrics)
+    header = ["arm", *keys, "latency/example", "prompt tokens/example"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for arm in arms:
+        r = arm.result
+        cells = [format_value(k, r.metrics[k], r.intervals.get(k)) for k in keys]
+        lines.append(
+            f"| {arm.name} | "
+            + " | ".join(cells)
+            + f" | {r.seconds_per_example:.2f} s | {r.prompt_tokens_per_example:.0f} |"
+        )
+    return "\n".join(lines) + "\n\n" + verdict(arms) + "\n"
+
+
+def plot(arms: list[Arm], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    key = arms[0].result.main
+    values = [a.result.metrics[key] for a in arms]
+    errors = [
+        [v - a.result.intervals.get(key, (v, v))[0] for v, a in zip(values, arms, strict=True)],
+        [a.result.intervals.get(key, (v, v))[1] - v for v, a in zip(values, arms, strict=True)],
+    ]
+    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(arms), 3.6))
+    ax.bar([a.name for a in arms], values, yerr=errors, capsize=6, color="#4c72b0")
+    ax.set_ylabel(f"{key} (95% CI)")
+    ax.set_title("zero-shot vs few-shot vs fine-tuned")
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def write(arms: list[Arm], out_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    artifacts.write_json(
+        out_dir / "compare.json", {a.name: a.result.to_dict() for a in arms} | {"verdict": verdict(arms)}
+    )
+    artifacts.write_text(out_dir / "compare.md", markdown(arms))
+    plot(arms, out_dir / "compare.png")

@@ -1,0 +1,145 @@
+"""`tunelab eval MODEL_OR_RUN --data test.jsonl --metrics rougeL,bleu`: generate, score, report.
+
+    result = evaluate("runs/demo", Path("test.jsonl"), ["json_fields", "exact_match"])
+    write(result, Path("runs/demo/eval"))   # metrics.json, predictions.jsonl, report.md
+
+A run directory brings its own prompt format, template and system prompt; a plain model takes them
+from `--config` (or the defaults).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tunelab import artifacts, data
+from tunelab.config import RunConfig, validate
+from tunelab.errors import ConfigError
+from tunelab.evaluation.predict import predict
+from tunelab.evaluation.scoring import best_and_worst, format_value, score_all
+from tunelab.generation import Decoding, encode_prompt
+from tunelab.inference import Loaded, load_for_inference
+
+
+@dataclass
+class EvalResult:
+    source: str
+    test_file: str
+    metrics: dict[str, float]
+    intervals: dict[str, tuple[float, float]]
+    main: str
+    rows: list[dict[str, Any]]  # input, reference, output, scores
+    seconds_per_example: float
+    prompt_tokens_per_example: float
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.pop("rows")
+        return out
+
+
+def run_config_for(ref: str, config_path: Path | None, test_file: Path) -> RunConfig:
+    """The config that says how prompts are rendered: the run's own, --config, or defaults."""
+    if artifacts.looks_like_run(ref):
+        run = artifacts.open_run(ref)
+        return validate(yaml.safe_load(run.config_yaml), source=str(Path(ref) / "config.yaml"))
+    if config_path is not None:
+        from tunelab.config import load
+
+        return load(config_path)
+    return validate({"data": {"train": str(test_file)}})
+
+
+def test_file_for(ref: str, config_path: Path | None, given: Path | None) -> Path:
+    """--data, else the config's (or the run's) eval.test; a clear error when there is neither."""
+    if given is not None:
+        return given
+    source = config_path if config_path is not None else ref
+    cfg = run_config_for(ref, config_path, Path("-")) if artifacts.looks_like_run(ref) or config_path else None
+    if cfg is None or cfg.eval.test is None:
+        raise ConfigError("no test data", [f"{source}: pass --data test.jsonl, or set eval.test in the config"])
+    return cfg.eval.test
+
+
+def default_output_dir(ref: str) -> Path:
+    return Path(ref) / "eval" if artifacts.looks_like_run(ref) else Path("runs/eval")
+
+
+def evaluate(
+    ref: str, test_file: Path, metrics: list[str] | None = None, config_path: Path | None = None, **options: Any
+) -> EvalResult:
+    cfg = run_config_for(ref, config_path, test_file)
+    loaded = load_for_inference(ref)
+    if not artifacts.looks_like_run(ref):
+        loaded = Loaded(loaded.model, loaded.tokenizer, cfg.data.template, cfg.data.system, loaded.source)
+    return evaluate_loaded(loaded, cfg, test_file, metrics or cfg.eval.metrics, **options)
+
+
+def evaluate_loaded(
+    loaded: Loaded,
+    cfg: RunConfig,
+    test_file: Path,
+    metrics: list[str],
+    examples: list[Any] | None = None,
+    resamples: int | None = None,
+) -> EvalResult:
+    """Score `loaded` on the test file (or on given EvalExamples, e.g. few-shot ones)."""
+    examples = examples if examples is not None else data.read_eval_examples(test_file, cfg)
+    decoding = Decoding(max_new_tokens=cfg.eval.max_new_tokens)
+    started = time.perf_counter()
+    outputs = predict(loaded, examples, decoding, batch_size=cfg.eval.batch_size)
+    seconds = (time.perf_counter() - started) / len(examples)
+    references = [e.reference for e in examples]
+    scored = score_all(outputs, references, metrics, cfg.eval.bootstrap_resamples if resamples is None else resamples)
+    prompt_tokens = [
+        len(encode_prompt(loaded.tokenizer, e.messages, loaded.template, loaded.system)) for e in examples
+    ]
+    rows = [
+        {"line": e.line, "input": e.messages[-1]["content"], "reference": e.reference, "output": o, "scores": s}
+        for e, o, s in zip(examples, outputs, scored.row_scores, strict=True)
+    ]
+    return EvalResult(
+        loaded.source,
+        str(test_file),
+        scored.metrics,
+        scored.intervals,
+        scored.main,
+        rows,
+        seconds,
+        sum(prompt_tokens) / len(prompt_tokens),
+    )
+
+
+def markdown(result: EvalResult, n_examples: int = 5) -> str:
+    lines = [f"# Evaluation of {result.source} on {result.test_file} ({len(result.rows)} rows)", ""]
+    lines += ["| metric | value (95% CI) |", "|---|---:|"]
+    for key, value in result.metrics.items():
+        lines.append(f"| {key} | {format_value(key, value, result.intervals.get(key))} |")
+    best, worst = best_and_worst(result.rows, result.main, n_examples)
+    for title, rows in (
+        (f"Best {n_examples} by {result.main}", best),
+        (f"Worst {n_examples} by {result.main}", worst),
+    ):
+        lines += ["", f"## {title}", ""]
+        for r in rows:
+            score = format_value(result.main, r["scores"].get(result.main, 0.0))
+            lines.append(f"- line {r['line']} ({score}): `{_short(r['input'])}` → `{_short(r['output'])}`")
+            lines.append(f"  expected `{_short(r['reference'])}`")
+    return "\n".join(lines) + "\n"
+
+
+def _short(text: str, width: int = 100) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def write(result: EvalResult, out_dir: Path) -> None:
+    """metrics.json, predictions.jsonl and report.md, each written atomically."""
+    artifacts.write_json(out_dir / "metrics.json", result.to_dict())
+    artifacts.write_text(out_dir / "predictions.jsonl", "".join(json.dumps(r) + "\n" for r in result.rows))
+    artifacts.write_text(out_dir / "report.md", markdown(result))
