@@ -31,6 +31,7 @@ def test_demo_scores_before_and_after_and_writes_a_report(tmp_path, tiny_model_d
     assert report["after"]["exact_match"] >= 0.75
     assert len(report["examples"]) == len(rows) and (out / "demo_report.md").is_file()
     assert "zero-shot base" in result.output and "fine-tuned" in result.output and "ticket:" in result.output
+    assert "forgetting: probe accuracy" in (out / "demo_report.md").read_text()
 
 
 def test_demo_from_the_wrong_directory_says_where_to_run_it(tmp_path, monkeypatch):

@@ -17,6 +17,7 @@ from rich.table import Table
 from tunelab import artifacts, config, data, train
 from tunelab.console import console, info
 from tunelab.errors import ConfigError
+from tunelab.evaluation import forgetting
 from tunelab.evaluation.predict import predict, score
 from tunelab.inference import Loaded, load_for_inference
 
@@ -54,6 +55,7 @@ def run(output_dir: Path, config_path: Path = DEMO_CONFIG, test_file: Path = TES
             {"prompt": e.messages[-1]["content"], "reference": e.reference, "before": b, "after": a}
             for e, b, a in zip(examples, before, after, strict=True)
         ],
+        "forgetting": result.metrics.get("forgetting"),
         "seconds": round(time.perf_counter() - started, 1),
     }
     show(report)
@@ -77,6 +79,8 @@ def markdown(report: dict) -> str:
     for key, before in report["before"].items():
         lines.append(f"| {key} | {percent_or_count(key, before)} | {percent_or_count(key, report['after'][key])} |")
     lines.append(f"\n{len(report['examples'])} test tickets; demo took {report['seconds'] / 60:.1f} min.")
+    if report.get("forgetting"):
+        lines.append(f"\n{forgetting.summary(report['forgetting'])}")
     return "\n".join(lines) + "\n"
 
 
@@ -93,4 +97,6 @@ def show(report: dict) -> None:
         console.print(f"  expected:   {ex['reference']}")
         console.print(f"  before:     {ex['before'].strip()[:200]!r}")
         console.print(f"  after:      {ex['after'].strip()[:200]!r}")
+    if report.get("forgetting"):
+        console.print(f"\n{forgetting.summary(report['forgetting'])}", markup=False)
     info(f"\ndemo finished in {report['seconds'] / 60:.1f} min")
