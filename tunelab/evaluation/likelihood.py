@@ -21,17 +21,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from tunelab.evaluation.probes import MCItem  # one question type for the shipped probe and for scoring
+
 IGNORE_INDEX = -100  # the label value Hugging Face losses skip
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-
-
-@dataclass(frozen=True)
-class MCItem:
-    """One multiple-choice question; `answer` is the index of the correct choice."""
-
-    question: str
-    choices: list[str]
-    answer: int
 
 
 @dataclass(frozen=True)

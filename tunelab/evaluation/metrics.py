@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -194,14 +195,15 @@ def f1(predictions: list[str], references: list[str]) -> dict[str, float]:
     _check_rows(predictions, references)
     preds = [p.strip() for p in predictions]
     refs = [r.strip() for r in references]
-    scores = {"accuracy": sum(p == r for p, r in zip(preds, refs, strict=True)) / len(refs)}
+    # One pass of counting, not one per class: references may hold thousands of distinct labels.
+    hits = Counter(r for p, r in zip(preds, refs, strict=True) if p == r)
+    predicted, actual = Counter(preds), Counter(refs)
+    scores = {"accuracy": hits.total() / len(refs)}
     class_f1 = []
-    for label in sorted(set(refs)):
-        hits = sum(p == r == label for p, r in zip(preds, refs, strict=True))
-        predicted = preds.count(label)
-        precision = hits / predicted if predicted else 0.0
-        recall = hits / refs.count(label)
-        class_f1.append(2 * precision * recall / (precision + recall) if hits else 0.0)
+    for label in sorted(actual):
+        precision = hits[label] / predicted[label] if predicted[label] else 0.0
+        recall = hits[label] / actual[label]
+        class_f1.append(2 * precision * recall / (precision + recall) if hits[label] else 0.0)
         scores.update({f"precision.{label}": precision, f"recall.{label}": recall, f"f1.{label}": class_f1[-1]})
     scores["f1"] = sum(class_f1) / len(class_f1)
     return scores
