@@ -67,7 +67,7 @@ def generate(
     # Longest first: prompts of similar length share a batch, and an out-of-memory batch shows up at once.
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
     outputs = [""] * len(encoded)
-    with _eval_mode(model), _seeded(model, decoding.seed), _progress(progress, len(encoded)) as advance:
+    with eval_mode(model), _seeded(model, decoding.seed), _progress(progress, len(encoded)) as advance:
         for start in range(0, len(order), batch_size):
             batch = order[start : start + batch_size]
             texts = _generate_batch(model, tokenizer, [encoded[i] for i in batch], decoding)
@@ -159,7 +159,7 @@ def stream(
             errors.append(err)
             streamer.end()
 
-    with _eval_mode(model):
+    with eval_mode(model):
         thread = threading.Thread(target=work, name="tunelab-stream", daemon=True)
         thread.start()
         try:
@@ -182,8 +182,9 @@ class _StopWhen:
 
 
 @contextlib.contextmanager
-def _eval_mode(model: Any) -> Iterator[None]:
-    """Dropout off while generating (greedy must be deterministic), then back to the caller's mode."""
+def eval_mode(model: Any) -> Iterator[None]:
+    """Dropout off (greedy decoding and likelihood scores must be deterministic), then the caller's mode back,
+    so generating or scoring from inside a training loop leaves the model training."""
     was_training = model.training
     model.eval()
     try:

@@ -12,7 +12,6 @@ padding after a sequence cannot change its scores, so batched results equal one-
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from tunelab.evaluation.probes import MCItem  # one question type for the shipped probe and for scoring
+from tunelab.generation import eval_mode
 
 IGNORE_INDEX = -100  # the label value Hugging Face losses skip
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -164,7 +164,7 @@ def _sequence_nll(
     # and little padding; results go back in input order.
     results: list[tuple[float, int]] = [(0.0, 0)] * len(sequences)
     order = sorted((i for i, (ids, _) in enumerate(sequences) if len(ids) > 1), key=lambda i: -len(sequences[i][0]))
-    with torch.inference_mode(), _eval_mode(model):
+    with torch.inference_mode(), eval_mode(model):
         for chunk in _chunks(order, batch_size):
             ids, labels, mask = _right_pad([sequences[i] for i in chunk], device)
             logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
@@ -198,18 +198,6 @@ def _right_pad(
         labels[row, : len(seq_labels)] = torch.tensor(seq_labels, dtype=torch.long)
         mask[row, : len(seq_ids)] = 1
     return ids.to(device), labels.to(device), mask.to(device)
-
-
-@contextlib.contextmanager
-def _eval_mode(model: Any) -> Iterator[None]:
-    """Eval mode for the duration (dropout would make scores random), then the caller's mode back, so scoring
-    from inside a training loop leaves the model training."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
 
 
 def _chunks(values: list[int], size: int) -> Iterator[list[int]]:
