@@ -163,3 +163,16 @@ def test_early_stopping_and_best_checkpoint(tmp_path, tiny_model_dir):
     assert all(h["eval_loss"] >= best["eval_loss"] for h in evals[-2:])  # stopped after `patience` worse evals
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["eval"]["eval_loss"] == pytest.approx(best["eval_loss"], rel=1e-5)  # the best weights were kept
+
+
+@pytest.mark.parametrize("switch", ["use_dora", "use_rslora"])
+def test_lora_variants_train_and_save(tmp_path, tiny_model_dir, switch):
+    method = {"name": "lora", "r": 4, "alpha": 8, switch: True}
+    cfg = write_config(tmp_path, tiny_model_dir, method=method, train={"max_steps": 2, "learning_rate": 1e-2})
+    result = run_cli(["train", str(cfg)])
+    assert result.exit_code == 0, result.output
+    adapter_config = json.loads((tmp_path / "run" / "adapter" / "adapter_config.json").read_text())
+    assert adapter_config[switch] is True
+    saved = load_file(str(tmp_path / "run" / "adapter" / "adapter_model.safetensors"))
+    # DoRA adds a trained magnitude vector per adapted layer; rsLoRA changes only the scaling.
+    assert any("magnitude" in k for k in saved) == (switch == "use_dora")
