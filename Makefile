@@ -29,8 +29,8 @@ test: install
 	$(PY) -m pytest -q
 
 lint: install
-	$(VENV)/bin/ruff check tunelab tests bench
-	$(VENV)/bin/ruff format --check tunelab tests bench
+	$(VENV)/bin/ruff check tunelab tests examples
+	$(VENV)/bin/ruff format --check tunelab tests examples
 
 clean:
 	rm -rf $(VENV) runs
