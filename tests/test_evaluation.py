@@ -149,3 +149,13 @@ def test_replay_mixes_general_rows_in_as_configured(tmp_path, tiny_model_dir, fr
     replayed = [r for r in rows.train if r.where.startswith("replay")]
     assert len(replayed) == rows.replayed and all(r.messages[0]["role"] == "system" for r in replayed)
     assert data.preflight(cfg).train == rows.train  # deterministic
+
+
+def test_bad_eval_file_gets_the_same_clear_errors_as_training_data(memorized, tmp_path):
+    bad = tmp_path / "test.jsonl"
+    bad.write_text('{"prompt": "ok", "completion": "fine"}\n{broken\n{"prompt": "", "completion": "x"}\n')
+    result = run_cli(["eval", str(memorized / "run"), "--data", str(bad)])
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert f"{bad}:2" in result.output and f"{bad}:3" in result.output and "prompt" in result.output
+    missing = run_cli(["eval", str(memorized / "run"), "--data", str(tmp_path / "nope.jsonl")])
+    assert missing.exit_code != 0 and "nope.jsonl" in missing.output and "Traceback" not in missing.output
