@@ -28,25 +28,25 @@ class Arm:
     result: EvalResult
 
 
-def few_shot_examples(cfg: RunConfig, tokenizer: Any, examples: list[Any], k: int, template: str, system: str | None):
+def few_shot_examples(cfg: RunConfig, loaded: Loaded, examples: list[Any], k: int) -> tuple[list[Any], float]:
     """Each test example with up to k training examples before it as earlier turns, fewer when the prompt
-    would not leave room for the answer within the context window."""
+    would not leave room for the answer within the model's context window; and the mean shots used."""
     pool = [row.messages for row in data.preflight(cfg).train]
     shots = random.Random(cfg.train.seed).sample(pool, min(k, len(pool)))
-    budget = min(cfg.train.max_seq_length, context_window(tokenizer)) - cfg.eval.max_new_tokens
-    out = []
+    budget = context_window(loaded.model) - cfg.eval.max_new_tokens
+    out, used = [], []
     for example in examples:
         for n in range(len(shots), -1, -1):
             messages = [m for shot in shots[:n] for m in shot if m["role"] != "system"] + example.messages
-            if n == 0 or len(encode_prompt(tokenizer, messages, template, system)) <= budget:
+            if n == 0 or len(encode_prompt(loaded.tokenizer, messages, loaded.template, loaded.system)) <= budget:
                 break
         out.append(replace(example, messages=messages))
-    return out
+        used.append(n)
+    return out, sum(used) / len(used)
 
 
-def context_window(tokenizer: Any) -> int:
-    limit = getattr(tokenizer, "model_max_length", None)
-    return limit if isinstance(limit, int) and 0 < limit < 10**7 else 2048
+def context_window(model: Any) -> int:
+    return int(getattr(model.config, "max_position_embeddings", 2048))
 
 
 def compare(cfg: RunConfig, test_file: Path, runs: list[str], metrics: list[str]) -> list[Arm]:
@@ -55,8 +55,10 @@ def compare(cfg: RunConfig, test_file: Path, runs: list[str], metrics: list[str]
     examples = data.read_eval_examples(test_file, cfg)
     arms = [Arm("zero-shot", evaluate_loaded(base, cfg, test_file, metrics, examples))]
     if cfg.eval.few_shot_k:
-        shots = few_shot_examples(cfg, base.tokenizer, examples, cfg.eval.few_shot_k, base.template, base.system)
-        arms.append(Arm(f"{cfg.eval.few_shot_k}-shot", evaluate_loaded(base, cfg, test_file, metrics, shots)))
+        k = cfg.eval.few_shot_k
+        shots, mean_used = few_shot_examples(cfg, base, examples, k)
+        name = f"{k}-shot" if mean_used == k else f"few-shot (up to {k}, {mean_used:.1f} fit on average)"
+        arms.append(Arm(name, evaluate_loaded(base, cfg, test_file, metrics, shots)))
     del base
     for run in runs:
         arms.append(Arm(f"fine-tuned ({run})", evaluate_loaded(load_for_inference(run), cfg, test_file, metrics)))
@@ -78,7 +80,8 @@ def verdict(arms: list[Arm]) -> str:
     return (
         f"{best.name} wins on {key}: {format_value(key, best.result.metrics[key])} vs "
         f"{format_value(key, runner_up.result.metrics[key])} for {runner_up.name} "
-        f"(margin {format_value(key, margin)}{', within the confidence intervals' if overlap else ''}), "
+        f"(margin {format_value(key, margin).replace('%', ' points')}"
+        f"{', within the confidence intervals' if overlap else ''}), "
         f"with {cost:.2f}x its prompt tokens per example."
     )
 
