@@ -9,6 +9,7 @@ from typing import Any
 
 from tunelab import artifacts
 from tunelab.console import console, info
+from tunelab.data.readers import read
 from tunelab.errors import ConfigError, DataError
 from tunelab.generation import Decoding, generate, stream
 from tunelab.inference import load_for_inference
@@ -22,24 +23,18 @@ def decoding(max_new_tokens: int, temperature: float, top_k: int | None, top_p: 
 
 
 def read_prompts(path: Path) -> list[Any]:
-    """A JSONL file of {"prompt": str} or {"messages": [...]} rows; errors name file:line."""
-    if not path.is_file():
-        raise DataError(f"{path}: no such file", [f"{path}: check the --input path"])
+    """A file of {"prompt": str} or {"messages": [...]} rows (any format tunelab reads); errors name file:line."""
     prompts, problems = [], []
-    for line_no, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            problems.append(f"{path}:{line_no}: not valid JSON ({exc.msg})")
-            continue
-        if isinstance(row, dict) and isinstance(row.get("prompt"), str) and row["prompt"].strip():
+    for record in read(path, "--input"):  # the data package's readers: same files, same located errors
+        row = record.fields
+        if row is None:
+            problems.append(f"{record.where}: not valid JSON ({record.error})")
+        elif isinstance(row.get("prompt"), str) and row["prompt"].strip():
             prompts.append(row["prompt"])
-        elif isinstance(row, dict) and isinstance(row.get("messages"), list) and row["messages"]:
+        elif isinstance(row.get("messages"), list) and row["messages"]:
             prompts.append(row["messages"])
         else:
-            problems.append(f"{path}:{line_no}: needs a non-empty `prompt` string or a `messages` list")
+            problems.append(f"{record.where}: needs a non-empty `prompt` string or a `messages` list")
     if problems:
         raise DataError(f"{path}: {len(problems)} bad row(s)", problems)
     return prompts
