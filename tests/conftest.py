@@ -52,7 +52,7 @@ def tiny_llama_config(**overrides):
     return LlamaConfig(**{**shape, **overrides})
 
 
-def build_tiny_llama(tokenizer_dir: Path, out: Path, seed: int = 0) -> Path:
+def build_tiny_llama(tokenizer_dir: Path, out: Path, seed: int = 0, **shape) -> Path:
     """A 2-layer Llama with the real tokenizer, saved as a local HF model directory."""
     import torch
     from transformers import AutoTokenizer, LlamaForCausalLM
@@ -66,6 +66,7 @@ def build_tiny_llama(tokenizer_dir: Path, out: Path, seed: int = 0) -> Path:
         bos_token_id=tok.bos_token_id,
         eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id,
+        **shape,
     )
     torch.manual_seed(seed)
     LlamaForCausalLM(config).save_pretrained(out)
@@ -77,3 +78,13 @@ def build_tiny_llama(tokenizer_dir: Path, out: Path, seed: int = 0) -> Path:
 def tiny_model_dir(smol_tokenizer_dir, tmp_path_factory) -> Path:
     """Path usable as `model.name`: a local HF directory with weights, config and tokenizer."""
     return build_tiny_llama(smol_tokenizer_dir, tmp_path_factory.mktemp("tiny_llama"))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir_64(smol_tokenizer_dir, tmp_path_factory) -> Path:
+    """The tiny Llama at hidden 64: bitsandbytes' CPU 4-bit kernels need rows of one 64-wide block or more
+    and output sizes in multiples of 32."""
+    out = tmp_path_factory.mktemp("tiny_llama_64")
+    return build_tiny_llama(
+        smol_tokenizer_dir, out, hidden_size=64, intermediate_size=128, num_attention_heads=8, num_key_value_heads=4
+    )

@@ -17,7 +17,7 @@ def ticket_rows() -> list[dict[str, str]]:
     ]
 
 
-def test_demo_scores_before_and_after_and_writes_a_report(tmp_path, tiny_model_dir):
+def test_demo_trains_then_compares_zero_shot_few_shot_and_fine_tuned(tmp_path, tiny_model_dir):
     rows = ticket_rows()
     data = {"train": str(write_jsonl(tmp_path / "train.jsonl", rows)), "system": "Answer in JSON."}
     train = {"max_steps": 80, "learning_rate": 1e-2, "lr_scheduler_type": "constant", "logging_steps": 40}
@@ -27,11 +27,16 @@ def test_demo_scores_before_and_after_and_writes_a_report(tmp_path, tiny_model_d
     result = run_cli(["demo", "--output-dir", str(out), "--config", str(cfg), "--test-file", str(test_file)])
     assert result.exit_code == 0, result.output
     report = json.loads((out / "demo_report.json").read_text())
-    assert report["after"]["exact_match"] > report["before"]["exact_match"]
-    assert report["after"]["exact_match"] >= 0.75
-    assert len(report["examples"]) == len(rows) and (out / "demo_report.md").is_file()
-    assert "zero-shot base" in result.output and "fine-tuned" in result.output and "ticket:" in result.output
-    assert "forgetting: probe accuracy" in (out / "demo_report.md").read_text()
+    zero, few, tuned = report["arms"].values()
+    assert list(report["arms"])[:2] == ["zero-shot", "3-shot"]
+    assert tuned["metrics"]["exact_match"] > zero["metrics"]["exact_match"]
+    assert tuned["metrics"]["exact_match"] >= 0.75
+    assert few["prompt_tokens_per_example"] > zero["prompt_tokens_per_example"]
+    assert report["verdict"].startswith("fine-tuned") and report["verdict"] in result.output
+    assert len(report["examples"]) == len(rows) and (out / "compare" / "compare.png").is_file()
+    assert "zero-shot" in result.output and "3-shot" in result.output and "ticket:" in result.output
+    markdown = (out / "demo_report.md").read_text()
+    assert "| zero-shot |" in markdown and "forgetting: probe accuracy" in markdown and "forgetting" in result.output
 
 
 def test_demo_from_the_wrong_directory_says_where_to_run_it(tmp_path, monkeypatch):

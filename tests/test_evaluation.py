@@ -62,6 +62,9 @@ def test_compare_puts_zero_shot_few_shot_and_fine_tuned_side_by_side(memorized, 
     assert tuned["metrics"]["exact_match"] > zero["metrics"]["exact_match"]
     assert table["verdict"].startswith(f"{arms[2]} wins on exact_match")
     assert (out / "compare.png").read_bytes()[:4] == b"\x89PNG"
+    saved = [json.loads(line) for line in (out / "predictions-2-shot.jsonl").read_text().splitlines()]
+    exact = sum(r["output"].strip() == r["reference"].strip() for r in saved) / len(saved)
+    assert exact == pytest.approx(few["metrics"]["exact_match"])
 
 
 def test_generation_metric_selects_the_best_checkpoint(tmp_path, tiny_model_dir):
@@ -121,6 +124,36 @@ def test_every_run_records_the_probe_before_and_after(tmp_path, tiny_model_dir):
         100 * (report["after"]["accuracy"] - report["base"]["accuracy"])
     )
     assert "forgetting: probe accuracy" in result.output
+
+
+def with_validation(tmp_path):
+    return {"train": str(write_jsonl(tmp_path / "train.jsonl", memorizable_rows())), "val_size": 2}
+
+
+def test_probe_at_each_evaluation_is_logged_and_ends_at_the_after_score(tmp_path, tiny_model_dir):
+    train = {"max_steps": 4, "eval_strategy": "steps", "eval_steps": 2, "save_steps": 2, "learning_rate": 1e-2}
+    cfg = write_config(tmp_path, tiny_model_dir, method={"name": "full"}, train=train, data=with_validation(tmp_path))
+    args = [
+        "forgetting.max_items=6",
+        "forgetting.at_each_evaluation=true",
+        "train.metric_for_best_model=probe_accuracy",
+    ]
+    result = run_cli(["train", str(cfg), *args])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    state = json.loads((tmp_path / "run" / "trainer_state.json").read_text())
+    evals = [h for h in state["log_history"] if "eval_probe_accuracy" in h]
+    assert [h["step"] for h in evals][:2] == [2, 4]
+    assert all(h["eval_probe_perplexity"] > 1 for h in evals)
+    # The last evaluation scored the final weights: the same numbers as the after-training probe.
+    assert evals[-1]["eval_probe_perplexity"] == pytest.approx(metrics["forgetting"]["after"]["perplexity"], rel=1e-5)
+    assert evals[-1]["eval_probe_accuracy"] == pytest.approx(metrics["forgetting"]["after"]["accuracy"])
+
+
+def test_probe_metric_needs_the_probe_at_each_evaluation(tmp_path, tiny_model_dir):
+    cfg = write_config(tmp_path, tiny_model_dir, data=with_validation(tmp_path))
+    result = run_cli(["train", str(cfg), "train.metric_for_best_model=probe_accuracy"])
+    assert result.exit_code != 0 and "probe_accuracy" in result.output and "Traceback" not in result.output
 
 
 def test_fatal_forgetting_leaves_the_run_incomplete(tmp_path, tiny_model_dir, monkeypatch):

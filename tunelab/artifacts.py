@@ -101,12 +101,16 @@ def start(run_dir: RunDir, config_yaml: str) -> None:
     write_json(run_dir.path / "versions.json", library_versions())
 
 
-def save_artifact(run_dir: RunDir, kind: str, model: Any, tokenizer: Any) -> Path:
-    """Save the final adapter or model with its tokenizer (and chat template), atomically."""
+def save_artifact(run_dir: RunDir, kind: str, model: Any, tokenizer: Any, save: Any = None) -> Path:
+    """Save the final adapter or model (with `save(model, dir)`, default save_pretrained) and its tokenizer
+    (and chat template), atomically."""
     final = run_dir.artifact(kind)
     tmp = run_dir.path / f".{kind}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
+    if save is None:
+        model.save_pretrained(tmp, safe_serialization=True)
+    else:
+        save(model, tmp)
     tokenizer.save_pretrained(tmp)
     replace_dir(tmp, final)
     return final

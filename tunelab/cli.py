@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from tunelab.console import console
-from tunelab.errors import TunelabError
+from tunelab.errors import ConfigError, TunelabError
 
 app = typer.Typer(
     add_completion=False,
@@ -61,10 +61,38 @@ def models() -> None:
     modelsmod.render(console)
 
 
+@app.command(epilog="Example:  tunelab plan configs/lora.yaml train.per_device_train_batch_size=16")
+def plan(
+    config: ConfigArg,
+    overrides: OverridesArg = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON on stdout.")] = False,
+) -> None:
+    """Before any weights load: each method's peak memory and time per epoch here, and which to use."""
+    from tunelab import config as cfgmod
+    from tunelab import planning
+
+    result = planning.plan(cfgmod.load(config, overrides))
+    if as_json:
+        print(json.dumps(planning.to_dict(result), indent=2))
+    else:
+        planning.render(result, console)
+
+
+MODEL_HELP = (
+    "A run directory, built-in alias, local model dir, hub id or .gguf; or several adapter runs of one base, "
+    "comma-separated (runs/a,runs/b), loaded together."
+)
+AdapterOpt = Annotated[
+    str | None,
+    typer.Option("--adapter", help="With several runs: the adapter to use (its name; default: the first run's)."),
+]
+
+
 @app.command(epilog='Example:  tunelab generate runs/demo "My invoice is wrong" --max-new-tokens 64')
 def generate(
-    model: Annotated[str, typer.Argument(help="A run directory, built-in alias, local model dir, hub id or .gguf.")],
+    model: Annotated[str, typer.Argument(help=MODEL_HELP)],
     prompt: Annotated[str | None, typer.Argument(help="The prompt (or use --input).")] = None,
+    adapter: AdapterOpt = None,
     input: Annotated[Path | None, typer.Option("--input", help="JSONL of prompts: {prompt} or {messages}.")] = None,
     output: Annotated[Path | None, typer.Option("--output", help="Write JSONL results here.")] = None,
     max_new_tokens: int = 256,
@@ -90,12 +118,14 @@ def generate(
         system=system,
         device=device,
         dtype=dtype,
+        adapter=adapter,
     )
 
 
 @app.command(epilog="Example:  tunelab chat runs/demo --temperature 0.7")
 def chat(
-    model: Annotated[str, typer.Argument(help="A run directory, built-in alias, local model dir, hub id or .gguf.")],
+    model: Annotated[str, typer.Argument(help=MODEL_HELP)],
+    adapter: AdapterOpt = None,
     max_new_tokens: int = 512,
     temperature: float = 0.0,
     top_k: int | None = None,
@@ -114,7 +144,39 @@ def chat(
         system=system,
         device=device,
         dtype=dtype,
+        adapter=adapter,
     )
+
+
+@app.command(epilog="Example:  tunelab combine runs/tickets runs/tone --weights 1.0,0.5 --output runs/tickets+tone")
+def combine(
+    runs: Annotated[list[str], typer.Argument(help="Two or more LoRA runs of the same base.")],
+    weights: Annotated[str, typer.Option(help="One weight per run, comma-separated.")],
+    output: Annotated[Path, typer.Option(help="The new run directory.")],
+) -> None:
+    """Combine LoRA adapters into a new adapter run: the weighted sum of their updates (through peft)."""
+    from tunelab import combine as combinemod
+
+    try:
+        parsed = [float(w) for w in weights.split(",")]
+    except ValueError:
+        raise ConfigError(f"--weights {weights!r}: numbers, comma-separated", ["--weights 1.0,0.5"]) from None
+    combinemod.combine(runs, parsed, output)
+
+
+@app.command(epilog="Example:  tunelab merge runs/demo --output merged/demo")
+def merge(
+    run: Annotated[str, typer.Argument(help="A finished adapter run (lora, qlora, ia3).")],
+    output: Annotated[Path, typer.Option(help="The new model directory.")],
+    dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float16 for the saved weights.")] = "float32",
+    tolerance: Annotated[float | None, typer.Option(help="Allowed max logit diff, relative to the logits.")] = None,
+) -> None:
+    """Fold a run's adapter into its base: a standalone model, checked against base + adapter."""
+    from tunelab.export import merge as mergemod
+
+    if dtype not in mergemod.TOLERANCE:
+        raise ConfigError(f"--dtype {dtype}", [f"choose one of {', '.join(mergemod.TOLERANCE)}"])
+    mergemod.merge_run(run, output, dtype, tolerance)
 
 
 MetricsOpt = Annotated[
@@ -165,7 +227,8 @@ def compare(
     test_file = evalmod.test_file_for(str(config), config, data)
     arms = comparemod.compare(cfg, test_file, run or [], _split(metrics) or cfg.eval.metrics)
     comparemod.write(arms, output_dir)
-    console.print(comparemod.markdown(arms), markup=False, soft_wrap=True)
+    console.print(comparemod.table(arms))
+    console.print(comparemod.verdict(arms), markup=False, soft_wrap=True)
     console.print(f"wrote {output_dir}/compare.md, compare.json, compare.png", markup=False)
 
 

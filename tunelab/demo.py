@@ -2,9 +2,11 @@
 
     tunelab demo --output-dir runs/demo
 
-Support tickets → JSON {category, priority, product}: score the base model zero-shot on the test
-set, fine-tune it with LoRA (configs/demo.yaml), score the result, and show the before/after table
-and three examples. Everything it writes lands in the run directory (demo_report.md / .json).
+Support tickets → JSON {category, priority, product}: fine-tune the built-in model with LoRA
+(configs/demo.yaml), then `compare` on the held-out test set: the base model zero-shot, the base model
+few-shot, the fine-tuned model; same prompts, same greedy decoding. Shows the table with 95% intervals,
+the verdict, three examples and the forgetting line. Everything lands in the run directory
+(demo_report.md / .json, compare/compare.md / .json / .png).
 """
 
 from __future__ import annotations
@@ -12,18 +14,14 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from rich.table import Table
-
-from tunelab import artifacts, config, data, train
+from tunelab import artifacts, config, train
 from tunelab.console import console, info
 from tunelab.errors import ConfigError
-from tunelab.evaluation import forgetting
-from tunelab.evaluation.predict import predict, score
-from tunelab.inference import Loaded, load_for_inference
+from tunelab.evaluation import compare, forgetting
 
 DEMO_CONFIG = Path("configs/demo.yaml")
 TEST_FILE = Path("examples/support_tickets/test.jsonl")
-METRICS = ["exact_match", "json_fields"]
+METRICS = ["json_fields", "exact_match"]
 
 
 def run(output_dir: Path, config_path: Path = DEMO_CONFIG, test_file: Path = TEST_FILE) -> dict:
@@ -33,70 +31,64 @@ def run(output_dir: Path, config_path: Path = DEMO_CONFIG, test_file: Path = TES
             f"{config_path} not found", [f"run the demo from the repository root (where {config_path} is)"]
         )
     cfg = config.load(config_path, [f"train.output_dir={output_dir}", "train.overwrite_output_dir=true"])
-    examples = data.read_eval_examples(test_file, cfg)
-    references = [e.reference for e in examples]
 
-    step(1, f"zero-shot: the base model {cfg.model.name} on {len(examples)} test tickets")
-    base = load_for_inference(cfg.model.name, cfg.model.device, cfg.model.dtype)
-    base = Loaded(base.model, base.tokenizer, cfg.data.template, cfg.data.system, base.source)
-    before = predict(base, examples)
-    del base
-
-    step(2, f"fine-tune with {cfg.method.name} ({config_path})")
+    step(1, f"fine-tune {cfg.model.name} with {cfg.method.name} ({config_path})")
     result = train.run(cfg)
 
-    step(3, "the fine-tuned model on the same test tickets")
-    after = predict(load_for_inference(str(result.run_dir)), examples)
+    step(2, f"compare on {test_file}: zero-shot, {cfg.eval.few_shot_k}-shot and fine-tuned, same prompts")
+    arms = compare.compare(cfg, test_file, [str(result.run_dir)], METRICS)
+    compare.write(arms, result.run_dir / "compare")
 
     report = {
-        "before": score(before, references, METRICS),
-        "after": score(after, references, METRICS),
-        "examples": [
-            {"prompt": e.messages[-1]["content"], "reference": e.reference, "before": b, "after": a}
-            for e, b, a in zip(examples, before, after, strict=True)
-        ],
+        "arms": {arm.name: arm.result.to_dict() for arm in arms},
+        "verdict": compare.verdict(arms),
+        "examples": examples(arms[0], arms[-1]),
         "forgetting": result.metrics.get("forgetting"),
         "seconds": round(time.perf_counter() - started, 1),
     }
-    show(report)
+    show(arms, report)
     artifacts.write_json(result.run_dir / "demo_report.json", report)
-    artifacts.write_text(result.run_dir / "demo_report.md", markdown(report))
-    info(f"report: {result.run_dir / 'demo_report.md'}")
+    artifacts.write_text(result.run_dir / "demo_report.md", markdown(arms, report))
+    info(f"report: {result.run_dir / 'demo_report.md'}; plot: {result.run_dir / 'compare' / 'compare.png'}")
     return report
 
 
 def step(n: int, title: str) -> None:
-    console.rule(f"[bold]step {n}/3[/]: {title}")
+    console.rule(f"[bold]step {n}/2[/]: {title}")
     info(f"({time.strftime('%H:%M:%S')})")
 
 
-def percent_or_count(key: str, value: float) -> str:
-    return f"{value:.0f}" if key.endswith("_count") else f"{100 * value:.1f}%"
+def examples(zero_shot: compare.Arm, tuned: compare.Arm) -> list[dict]:
+    return [
+        {
+            "prompt": before["input"],
+            "reference": before["reference"],
+            "before": before["output"],
+            "after": after["output"],
+        }
+        for before, after in zip(zero_shot.result.rows, tuned.result.rows, strict=True)
+    ]
 
 
-def markdown(report: dict) -> str:
-    lines = ["| metric | zero-shot base | fine-tuned |", "|---|---:|---:|"]
-    for key, before in report["before"].items():
-        lines.append(f"| {key} | {percent_or_count(key, before)} | {percent_or_count(key, report['after'][key])} |")
-    lines.append(f"\n{len(report['examples'])} test tickets; demo took {report['seconds'] / 60:.1f} min.")
+def closing_lines(report: dict) -> list[str]:
+    lines = [report["verdict"]]
     if report.get("forgetting"):
-        lines.append(f"\n{forgetting.summary(report['forgetting'])}")
-    return "\n".join(lines) + "\n"
+        lines.append(forgetting.summary(report["forgetting"]))
+    lines.append(f"{len(report['examples'])} test tickets; demo took {report['seconds'] / 60:.1f} min.")
+    return lines
 
 
-def show(report: dict) -> None:
-    table = Table(title="Support tickets → JSON: base model vs fine-tuned (test set)")
-    table.add_column("metric")
-    table.add_column("zero-shot base", justify="right")
-    table.add_column("fine-tuned", justify="right")
-    for key, before in report["before"].items():
-        table.add_row(key, percent_or_count(key, before), percent_or_count(key, report["after"][key]))
-    console.print(table)
+def markdown(arms: list[compare.Arm], report: dict) -> str:
+    return compare.markdown(arms) + "\n" + "\n\n".join(closing_lines(report)[1:]) + "\n"
+
+
+def show(arms: list[compare.Arm], report: dict) -> None:
+    console.print(compare.table(arms, title="Support tickets → JSON on the test set (95% CI)"))
     for ex in report["examples"][:3]:
-        console.print(f"\n[bold]ticket:[/] {ex['prompt']}")
-        console.print(f"  expected:   {ex['reference']}")
-        console.print(f"  before:     {ex['before'].strip()[:200]!r}")
-        console.print(f"  after:      {ex['after'].strip()[:200]!r}")
-    if report.get("forgetting"):
-        console.print(f"\n{forgetting.summary(report['forgetting'])}", markup=False)
-    info(f"\ndemo finished in {report['seconds'] / 60:.1f} min")
+        console.print(f"\nticket:     {ex['prompt']}", markup=False)
+        console.print(f"  expected:   {ex['reference']}", markup=False)
+        console.print(f"  zero-shot:  {ex['before'].strip()[:200]!r}", markup=False)
+        console.print(f"  fine-tuned: {ex['after'].strip()[:200]!r}", markup=False)
+    console.print()
+    for line in closing_lines(report):
+        console.print(line, markup=False, soft_wrap=True)

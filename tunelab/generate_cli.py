@@ -12,7 +12,7 @@ from tunelab.console import console, info
 from tunelab.data.readers import read
 from tunelab.errors import ConfigError, DataError
 from tunelab.generation import Decoding, generate, stream
-from tunelab.inference import load_for_inference
+from tunelab.inference import Loaded, load_for_inference, load_runs
 
 
 def decoding(max_new_tokens: int, temperature: float, top_k: int | None, top_p: float | None, seed: int | None):
@@ -22,17 +22,22 @@ def decoding(max_new_tokens: int, temperature: float, top_k: int | None, top_p: 
         raise ConfigError("bad decoding options", [str(exc)]) from None
 
 
-def read_prompts(path: Path) -> list[Any]:
-    """A file of {"prompt": str} or {"messages": [...]} rows (any format tunelab reads); errors name file:line."""
+def read_prompts(path: Path) -> list[tuple[Any, str | None]]:
+    """A file of {"prompt": str} or {"messages": [...]} rows, each with an optional "adapter" name (any format
+    tunelab reads); errors name file:line."""
     prompts, problems = [], []
     for record in read(path, "--input"):  # the data package's readers: same files, same located errors
         row = record.fields
         if row is None:
             problems.append(f"{record.where}: not valid JSON ({record.error})")
+            continue
+        adapter = row.get("adapter")
+        if adapter is not None and not isinstance(adapter, str):
+            problems.append(f"{record.where}: `adapter` must be an adapter name (a string)")
         elif isinstance(row.get("prompt"), str) and row["prompt"].strip():
-            prompts.append(row["prompt"])
+            prompts.append((row["prompt"], adapter))
         elif isinstance(row.get("messages"), list) and row["messages"]:
-            prompts.append(row["messages"])
+            prompts.append((row["messages"], adapter))
         else:
             problems.append(f"{record.where}: needs a non-empty `prompt` string or a `messages` list")
     if problems:
@@ -40,29 +45,68 @@ def read_prompts(path: Path) -> list[Any]:
     return prompts
 
 
-def run_generate(model_ref, prompt, input_path, output_path, dec: Decoding, *, batch_size, system, device, dtype):
+def load(model_ref: str, adapter: str | None, device: str | None, dtype: str | None) -> Loaded:
+    """One model or run; or several runs on one base, comma-separated, with `adapter` (default: the first) active."""
+    refs = [r.strip() for r in model_ref.split(",") if r.strip()]
+    if len(refs) == 1 and adapter is None:
+        return load_for_inference(refs[0], device=device, dtype=dtype)
+    if not all(artifacts.looks_like_run(r) for r in refs):
+        raise ConfigError(
+            "--adapter and several models need run directories",
+            ["tunelab generate runs/tickets,runs/summaries --adapter summaries 'prompt'"],
+        )
+    loaded = load_runs(refs, device=device, dtype=dtype)
+    if adapter is not None:
+        loaded.use(adapter)
+    return loaded
+
+
+def generate_by_adapter(
+    loaded: Loaded, prompts: list[tuple[Any, str | None]], dec: Decoding, system: str | None = None, **options
+) -> list[str]:
+    """Rows naming an adapter run with it; the others with the active one. The base is never reloaded.
+    `system` overrides each run's own system prompt."""
+    default = loaded.source
+    outputs = [""] * len(prompts)
+    for name in dict.fromkeys(a or default for _, a in prompts):
+        if loaded.adapters:
+            loaded.use(name)
+        elif name != default:
+            raise ConfigError(f"a row asks for adapter {name!r}", ["load several runs: MODEL=runs/a,runs/b"])
+        rows = [i for i, (_, a) in enumerate(prompts) if (a or default) == name]
+        texts = generate(
+            loaded.model,
+            loaded.tokenizer,
+            [prompts[i][0] for i in rows],
+            dec,
+            template=loaded.template,
+            system=system or loaded.system,
+            **options,
+        )
+        for i, text in zip(rows, texts, strict=True):
+            outputs[i] = text
+    return outputs
+
+
+def run_generate(
+    model_ref, prompt, input_path, output_path, dec: Decoding, *, batch_size, system, device, dtype, adapter=None
+):
     if (prompt is None) == (input_path is None):
         raise ConfigError(
             "give either a PROMPT or --input FILE", ["tunelab generate MODEL 'prompt'  or  --input x.jsonl"]
         )
-    prompts = [prompt] if prompt is not None else read_prompts(input_path)
-    loaded = load_for_inference(model_ref, device=device, dtype=dtype)
+    prompts = [(prompt, None)] if prompt is not None else read_prompts(input_path)
+    loaded = load(model_ref, adapter, device, dtype)
     start = time.perf_counter()
-    outputs = generate(
-        loaded.model,
-        loaded.tokenizer,
-        prompts,
-        dec,
-        batch_size=batch_size,
-        template=loaded.template,
-        system=system or loaded.system,
-        progress=len(prompts) > 1,
-    )
+    outputs = generate_by_adapter(loaded, prompts, dec, system, batch_size=batch_size, progress=len(prompts) > 1)
     info(f"{len(prompts)} prompt(s) in {time.perf_counter() - start:.1f} s")
     if prompt is not None and output_path is None:
         print(outputs[0])
         return
-    lines = "".join(json.dumps({"prompt": p, "output": o}) + "\n" for p, o in zip(prompts, outputs, strict=True))
+    lines = "".join(
+        json.dumps({"prompt": p, "output": o} | ({"adapter": a} if a else {})) + "\n"
+        for (p, a), o in zip(prompts, outputs, strict=True)
+    )
     if output_path is None:
         print(lines, end="")
     else:
@@ -70,10 +114,11 @@ def run_generate(model_ref, prompt, input_path, output_path, dec: Decoding, *, b
         info(f"wrote {len(outputs)} rows to {output_path}")
 
 
-def run_chat(model_ref: str, dec: Decoding, *, system: str | None, device: str, dtype: str) -> None:
-    loaded = load_for_inference(model_ref, device=device, dtype=dtype)
+def run_chat(model_ref: str, dec: Decoding, *, system: str | None, device: str, dtype: str, adapter=None) -> None:
+    loaded = load(model_ref, adapter, device, dtype)
     history: list[dict[str, str]] = []
-    console.print(f"chatting with [bold]{loaded.source}[/] (empty line or Ctrl-D quits)")
+    switch = f"; /adapter NAME switches ({', '.join(loaded.adapters)})" if loaded.adapters else ""
+    console.print(f"chatting with {loaded.source} (empty line or Ctrl-D quits{switch})", markup=False)
     while True:
         try:
             user = input("you> ")
@@ -81,6 +126,11 @@ def run_chat(model_ref: str, dec: Decoding, *, system: str | None, device: str, 
             break
         if not user.strip():
             break
+        if user.startswith("/adapter ") and loaded.adapters:
+            loaded.use(user.removeprefix("/adapter ").strip())  # same base, no reload; a new conversation
+            history = []
+            console.print(f"now using adapter {loaded.source}", markup=False)
+            continue
         history.append({"role": "user", "content": user})
         print("assistant> ", end="", flush=True)
         pieces = []

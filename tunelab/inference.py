@@ -1,20 +1,23 @@
-"""Load what generation needs from a model reference or a finished run directory.
+"""Load what generation needs from a model reference, a finished run, or several runs on one base.
 
-loaded = load_for_inference("runs/demo")          # base model + the run's adapter, merged in memory
+loaded = load_for_inference("runs/demo")          # base model + the run's adapter (merged when it can be)
 loaded = load_for_inference("smollm2-135m-instruct")
+loaded = load_runs(["runs/tickets", "runs/summaries"])   # one base, both adapters, switchable
+loaded.use("summaries")                                    # no reload: the base stays in memory
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 from transformers import AutoTokenizer
 
-from tunelab import artifacts, models
-from tunelab.config import ModelConfig, validate
+from tunelab import artifacts, methods, models
+from tunelab.config import ModelConfig, RunConfig, validate
+from tunelab.errors import ConfigError
 
 
 @dataclass
@@ -24,6 +27,19 @@ class Loaded:
     template: str = "auto"
     system: str | None = None
     source: str = ""
+    # Several adapters on one base: name -> (template, system) of the run it came from.
+    adapters: dict[str, tuple[str, str | None]] = field(default_factory=dict)
+
+    def use(self, name: str) -> None:
+        """Make adapter `name` the active one (and its run's prompt template and system prompt)."""
+        if name not in self.adapters:
+            raise ConfigError(f"no adapter named {name!r}", [f"loaded adapters: {', '.join(self.adapters)}"])
+        if hasattr(self.model, "set_adapter"):
+            self.model.set_adapter(name)
+        else:
+            methods.bottleneck.set_adapter(self.model, name)
+        self.template, self.system = self.adapters[name]
+        self.source = name
 
 
 def load_for_inference(ref: str, device: str | None = None, dtype: str | None = None, merge: bool = True) -> Loaded:
@@ -34,31 +50,89 @@ def load_for_inference(ref: str, device: str | None = None, dtype: str | None = 
     return Loaded(*load_plain(cfg), source=ref)
 
 
-def load_plain(cfg: ModelConfig) -> tuple[Any, Any]:
+def load_plain(cfg: ModelConfig, **load_options: Any) -> tuple[Any, Any]:
     device = models.pick_device(cfg.device)
     tokenizer = models.load_tokenizer(cfg)
-    model = models.load_model(cfg, dtype=models.pick_dtype(cfg.dtype, device), device=device)
+    model = models.load_model(cfg, dtype=models.pick_dtype(cfg.dtype, device), device=device, **load_options)
     model.eval()
     return model, tokenizer
 
 
+def run_config(path: str) -> tuple[artifacts.CompletedRun, RunConfig]:
+    run = artifacts.open_run(path)  # raises RunIncompleteError for a run that did not finish
+    return run, validate(yaml.safe_load(run.config_yaml), source=str(Path(path) / "config.yaml"))
+
+
+def load_base_for(cfg: RunConfig, device: str | None, dtype: str | None) -> Any:
+    """The run's base model as it trained on (quantized for qlora), on the requested device and dtype."""
+    model_cfg = cfg.model.model_copy(update={"device": device or cfg.model.device, "dtype": dtype or cfg.model.dtype})
+    compute_dtype = models.pick_dtype(model_cfg.dtype, models.pick_device(model_cfg.device))
+    options = methods.get(cfg.method.name).load_options(cfg.method, compute_dtype)
+    return load_plain(model_cfg, **options)[0]
+
+
 def load_run(path: str, device: str | None, dtype: str | None, merge: bool) -> Loaded:
     """A finished run: its base model with its adapter (or its whole model), its prompt template and system."""
-    run = artifacts.open_run(path)  # raises RunIncompleteError for a run that did not finish
-    cfg = validate(yaml.safe_load(run.config_yaml), source=str(Path(path) / "config.yaml"))
-    device, dtype = device or cfg.model.device, dtype or cfg.model.dtype
+    run, cfg = run_config(path)
+    method = methods.get(cfg.method.name)
     if run.artifact_kind == "adapter":
-        model, _ = load_plain(cfg.model.model_copy(update={"device": device, "dtype": dtype}))
-        model = attach_adapter(model, run.artifact_dir, merge)
+        model = method.attach(load_base_for(cfg, device, dtype), run.artifact_dir, adapter_name(cfg, path))
+        # Merged weights generate faster (no extra matmuls); the files on disk stay an adapter. A quantized
+        # base is left as it is: merging into 4-bit weights would round the update away.
+        if merge and method.mergeable and not getattr(model, "is_quantized", False):
+            model = model.merge_and_unload()
     else:
-        model, _ = load_plain(ModelConfig(name=str(run.artifact_dir), device=device, dtype=dtype))
+        model, _ = load_plain(
+            ModelConfig(name=str(run.artifact_dir), device=device or cfg.model.device, dtype=dtype or cfg.model.dtype)
+        )
+    model.eval()
     tokenizer = AutoTokenizer.from_pretrained(run.artifact_dir)  # saved with the run: the one it trained with
     return Loaded(model, tokenizer, cfg.data.template, cfg.data.system, source=str(path))
 
 
-def attach_adapter(model: Any, adapter_dir: Path, merge: bool) -> Any:
-    from peft import PeftModel
+def adapter_name(cfg: RunConfig, path: str) -> str:
+    return getattr(cfg.method, "adapter_name", None) or Path(path).resolve().name
 
-    model = PeftModel.from_pretrained(model, str(adapter_dir))
-    # Merged weights generate faster (no extra low-rank matmuls); the files on disk stay an adapter.
-    return model.merge_and_unload() if merge else model
+
+def load_runs(paths: list[str], device: str | None = None, dtype: str | None = None) -> Loaded:
+    """Several adapter runs of one base: the base is loaded once, each adapter attached under its name
+    (method.adapter_name, else the run directory's name); the first is active."""
+    runs = [(path, *run_config(path)) for path in paths]
+    check_shared_base(runs)
+    _, first_run, first_cfg = runs[0]
+    model = load_base_for(first_cfg, device, dtype)
+    adapters: dict[str, tuple[str, str | None]] = {}
+    for path, run, cfg in runs:
+        name = adapter_name(cfg, path)
+        if name in adapters:
+            raise ConfigError(
+                f"two runs have the adapter name {name!r}", [f"{path}: set method.adapter_name to tell them apart"]
+            )
+        model = methods.get(cfg.method.name).attach(model, run.artifact_dir, name)
+        adapters[name] = (cfg.data.template, cfg.data.system)
+    model.eval()
+    tokenizer = AutoTokenizer.from_pretrained(first_run.artifact_dir)
+    loaded = Loaded(model, tokenizer, adapters=adapters)
+    loaded.use(next(iter(adapters)))
+    return loaded
+
+
+def check_shared_base(runs: list[tuple[str, artifacts.CompletedRun, RunConfig]]) -> None:
+    """Adapters share a base only if they trained on the same one, loaded the same way, with one method."""
+    first_path, _, first = runs[0]
+    for path, run, cfg in runs:
+        if run.artifact_kind != "adapter":
+            raise ConfigError(f"{path} holds a whole model, not an adapter", ["give only adapter runs (lora, ...)"])
+        same = (cfg.model.name, cfg.method.name, cfg.model.dtype) == (
+            first.model.name,
+            first.method.name,
+            first.model.dtype,
+        )
+        if not same:
+            raise ConfigError(
+                f"{path} and {first_path} do not share a base",
+                [
+                    f"{first_path}: {first.model.name}, method {first.method.name}, dtype {first.model.dtype}",
+                    f"{path}: {cfg.model.name}, method {cfg.method.name}, dtype {cfg.model.dtype}",
+                ],
+            )

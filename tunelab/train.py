@@ -42,22 +42,27 @@ def run(cfg: RunConfig, *, resume: bool = False, callbacks: tuple = ()) -> RunRe
 
     tokenizer = models.load_tokenizer(cfg.model)
     data = datasets.build(cfg, tokenizer)  # lengths checked with the tokenizer, still before the model loads
-    model = models.load_model(cfg.model, dtype=method.load_dtype(compute_dtype), device=device)
+    model = models.load_model(
+        cfg.model,
+        dtype=method.load_dtype(compute_dtype),
+        device=device,
+        **method.load_options(cfg.method, compute_dtype),
+    )
     set_seed(cfg.train.seed)  # adapter init draws from the global RNG: same config, same starting weights
-    model = method.prepare(model, cfg.method)
+    model = method.prepare(model, cfg.method, tokenizer)
     report_parameters(model, method.name, device, compute_dtype)
     base_probe = score_probe(model, tokenizer, probe, "the base model")
 
     prepare_output_dir(cfg, run_dir, resume)
     artifacts.start(run_dir, dump(cfg))
-    trainer = trainers.build(cfg, model, tokenizer, data, run_dir, device, compute_dtype, callbacks)
+    trainer = trainers.build(cfg, model, tokenizer, data, run_dir, device, compute_dtype, callbacks, probe)
     output = trainer.train(resume_from_checkpoint=resume_point(run_dir, resume))
 
     metrics = collect_metrics(trainer, output.metrics, model, data)
     if probe is not None:
         after_probe = score_probe(trainer.model, tokenizer, probe, "the result")
         metrics["forgetting"] = forgetting.compare(base_probe, after_probe, cfg.forgetting)
-    artifact_dir = artifacts.save_artifact(run_dir, method.artifact, trainer.model, tokenizer)
+    artifact_dir = artifacts.save_artifact(run_dir, method.artifact, trainer.model, tokenizer, method.save)
     finish(cfg, run_dir, metrics, trainer, method.artifact)
     info(f"[bold green]run complete[/]: {run_dir.path} ({method.artifact} in {artifact_dir.name}/)")
     return RunResult(run_dir.path, artifact_dir, metrics)

@@ -22,11 +22,11 @@ from transformers import (
 )
 from transformers.integrations import TensorBoardCallback
 
-from tunelab import artifacts
+from tunelab import artifacts, methods
 from tunelab.artifacts import RunDir
 from tunelab.config.schema import RunConfig, TrainConfig
 from tunelab.errors import TrainingDivergedError
-from tunelab.evaluation import during_training
+from tunelab.evaluation import during_training, forgetting
 from tunelab.loss import supports_sparse_head, trained_positions_loss
 from tunelab.progress import LiveProgress
 
@@ -40,10 +40,10 @@ class TunelabTrainer(Trainer):
     - with `sparse_head`, the training loss runs the LM head on trained positions only (tunelab.loss).
     """
 
-    def __init__(self, *args: Any, sparse_head: bool = False, generation_eval: Any = None, **kwargs: Any):
+    def __init__(self, *args: Any, sparse_head: bool = False, extra_evals: tuple = (), **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.sparse_head = sparse_head
-        self.generation_eval = generation_eval
+        self.extra_evals = extra_evals  # functions model -> {name: value}, run at every evaluation
         if sparse_head:
             # Our loss is divided by the trained tokens of the whole accumulated batch, as transformers' own.
             self.loss_is_scaled_for_ga = True
@@ -62,13 +62,13 @@ class TunelabTrainer(Trainer):
     def evaluation_loop(
         self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"
     ):
-        """The loss evaluation, plus generation metrics (tunelab.evaluation.during_training) when configured.
+        """The loss evaluation, plus the extra evaluations when configured: generation metrics
+        (tunelab.evaluation.during_training) and the retention probe (forgetting.at_each_evaluation).
         Added here, before Trainer logs them and runs the callbacks, so best-checkpoint selection and early
         stopping see them like eval_loss."""
         output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
-        if self.generation_eval is not None:
-            generated = self.generation_eval(self.model)
-            output.metrics.update({f"{metric_key_prefix}_{k}": v for k, v in generated.items()})
+        for extra in self.extra_evals:
+            output.metrics.update({f"{metric_key_prefix}_{k}": v for k, v in extra(self.model).items()})
         return output
 
     def training_step(self, model: torch.nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None):
@@ -118,7 +118,7 @@ def training_arguments(cfg: RunConfig, run_dir: RunDir, device: torch.device, dt
         save_total_limit=t.save_total_limit,
         load_best_model_at_end=t.load_best_model_at_end,
         metric_for_best_model=t.metric_for_best_model if evaluating != "no" else None,
-        greater_is_better=t.greater_is_better,
+        greater_is_better=greater_is_better(t),
         seed=t.seed,
         use_cpu=device.type == "cpu",
         # Mixed precision: trainable weights stay fp32, matmuls run in the compute dtype.
@@ -130,12 +130,28 @@ def training_arguments(cfg: RunConfig, run_dir: RunDir, device: torch.device, dt
     )
 
 
+def extra_evaluations(cfg: RunConfig, tokenizer, data, probe) -> tuple:
+    """What runs at each evaluation besides the loss: generation metrics, the retention probe."""
+    generation = during_training.evaluator(cfg, tokenizer, data.validation_rows)
+    retention = (
+        forgetting.evaluator(tokenizer, probe) if probe is not None and cfg.forgetting.at_each_evaluation else None
+    )
+    return tuple(e for e in (generation, retention) if e is not None)
+
+
+def greater_is_better(t: TrainConfig) -> bool | None:
+    """Transformers' default (lower is better only for names ending in "loss") gets perplexity wrong."""
+    if t.greater_is_better is None and "perplexity" in t.metric_for_best_model:
+        return False
+    return t.greater_is_better
+
+
 def logging_dir(cfg: RunConfig, run_dir: RunDir) -> Path:
     return cfg.train.logging_dir or run_dir.path / "logs"
 
 
-def build(cfg: RunConfig, model, tokenizer, data, run_dir: RunDir, device, dtype, callbacks=()) -> Trainer:
-    """The trainer for this run: model, data (BuiltData), collator, arguments and callbacks."""
+def build(cfg: RunConfig, model, tokenizer, data, run_dir: RunDir, device, dtype, callbacks=(), probe=None) -> Trainer:
+    """The trainer for this run: model, data (BuiltData), collator, arguments, callbacks, extra evaluations."""
     from torch.utils.tensorboard import SummaryWriter
 
     args = training_arguments(cfg, run_dir, device, dtype, data.validation is not None)
@@ -156,8 +172,10 @@ def build(cfg: RunConfig, model, tokenizer, data, run_dir: RunDir, device, dtype
         data_collator=collator,
         processing_class=tokenizer,
         callbacks=[*extra, *callbacks],
-        sparse_head=cfg.train.sparse_lm_head and supports_sparse_head(model),
-        generation_eval=during_training.evaluator(cfg, tokenizer, data.validation_rows),
+        sparse_head=cfg.train.sparse_lm_head
+        and methods.get(cfg.method.name).sparse_head
+        and supports_sparse_head(model),
+        extra_evals=extra_evaluations(cfg, tokenizer, data, probe),
     )
     trainer.remove_callback(PrinterCallback)  # LiveProgress prints the logs
     return trainer

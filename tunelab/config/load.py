@@ -15,10 +15,9 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from tunelab.config.schema import FreezeMethod, FullMethod, LoraMethod, RunConfig
+from tunelab.config.methods import METHOD_MODELS, LoraMethod
+from tunelab.config.schema import RunConfig
 from tunelab.errors import ConfigError
-
-METHOD_MODELS: dict[str, type[BaseModel]] = {"full": FullMethod, "freeze": FreezeMethod, "lora": LoraMethod}
 
 
 def load(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:

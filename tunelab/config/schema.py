@@ -9,15 +9,13 @@ option of another method fails by structure.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from tunelab.config.methods import LoraMethod, MethodConfig, Strict
 
 BUILTIN_DEFAULT_MODEL = "smollm2-135m-instruct"
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
 
 class ModelConfig(Strict):
@@ -83,40 +81,6 @@ class DataConfig(Strict):
         if self.validation is not None and self.val_size is not None:
             raise ValueError("give either `validation` (a file) or `val_size` (a split of train), not both")
         return self
-
-
-class FullMethod(Strict):
-    """Every weight trains."""
-
-    name: Literal["full"]
-
-
-class FreezeMethod(Strict):
-    """Feature extraction: early blocks frozen, the last `trainable_layers` transformer blocks train."""
-
-    name: Literal["freeze"]
-    trainable_layers: int = Field(2, ge=1, description="How many of the last transformer blocks train.")
-    train_norm: bool = Field(True, description="Also train the final normalization layer.")
-    train_lm_head: bool = Field(False, description="Also train the LM head (and tied embeddings, if tied).")
-
-
-class LoraMethod(Strict):
-    """LoRA through peft: low-rank updates on the chosen linear layers; the base stays frozen."""
-
-    name: Literal["lora"]
-    r: int = Field(16, ge=1, description="LoRA rank.")
-    alpha: float = Field(
-        32, gt=0, description="LoRA alpha; the update is scaled by alpha/r (alpha/sqrt(r) with rsLoRA)."
-    )
-    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the LoRA input.")
-    target_modules: list[str] | Literal["all-linear"] = Field(
-        "all-linear", description="Module names to adapt, or `all-linear` (every linear layer but the LM head)."
-    )
-    use_rslora: bool = Field(False, description="rsLoRA: scale by alpha/sqrt(r), stabler at high rank.")
-    use_dora: bool = Field(False, description="DoRA: weight-decomposed LoRA (magnitude + direction).")
-
-
-MethodConfig = Annotated[FullMethod | FreezeMethod | LoraMethod, Field(discriminator="name")]
 
 
 class TrainConfig(Strict):
@@ -208,6 +172,11 @@ class ForgettingConfig(Strict):
     max_drop: float | None = Field(None, ge=0, description="Allowed drop in probe accuracy, in points (e.g. 5).")
     max_perplexity_ratio: float | None = Field(None, gt=1, description="Allowed after/base perplexity ratio.")
     fail: bool = Field(False, description="Exceeding a limit fails the run (default: a warning).")
+    at_each_evaluation: bool = Field(
+        False,
+        description="Also score the probe at every evaluation during training (logged as eval_probe_accuracy "
+        "and eval_probe_perplexity; costs one probe scoring per evaluation).",
+    )
 
 
 class RunConfig(Strict):

@@ -9,7 +9,9 @@ states the winner and the margin in one sentence.
 
 from __future__ import annotations
 
+import json
 import random
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -101,6 +103,26 @@ def markdown(arms: list[Arm]) -> str:
     return "\n".join(lines) + "\n\n" + verdict(arms) + "\n"
 
 
+def table(arms: list[Arm], title: str = "zero-shot vs few-shot vs fine-tuned (95% CI)") -> Any:
+    """The comparison for a terminal: one column per arm, one row per metric, then the costs."""
+    from rich.table import Table
+
+    grid = Table(title=title)
+    grid.add_column("metric")
+    for arm in arms:
+        grid.add_column(arm.name, justify="right")
+    for key in arms[0].result.metrics:
+        grid.add_row(key, *(format_value(key, a.result.metrics[key], a.result.intervals.get(key)) for a in arms))
+    grid.add_row("latency / example", *(f"{a.result.seconds_per_example:.2f} s" for a in arms))
+    grid.add_row("prompt tokens / example", *(f"{a.result.prompt_tokens_per_example:.0f}" for a in arms))
+    return grid
+
+
+def slug(name: str) -> str:
+    """An arm's name as a file name part: "fine-tuned (runs/demo)" -> "fine-tuned-runs-demo"."""
+    return re.sub(r"[^A-Za-z0-9.]+", "-", name).strip("-").lower()
+
+
 def plot(arms: list[Arm], path: Path) -> None:
     import matplotlib
 
@@ -125,7 +147,11 @@ def plot(arms: list[Arm], path: Path) -> None:
 
 
 def write(arms: list[Arm], out_dir: Path) -> None:
+    """compare.json / .md / .png, and each arm's predictions (input, reference, output, per-row scores)."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    for arm in arms:
+        rows = "".join(json.dumps(r) + "\n" for r in arm.result.rows)
+        artifacts.write_text(out_dir / f"predictions-{slug(arm.name)}.jsonl", rows)
     artifacts.write_json(
         out_dir / "compare.json", {a.name: a.result.to_dict() for a in arms} | {"verdict": verdict(arms)}
     )

@@ -15,15 +15,23 @@ from tunelab.evaluation.predict import score
 from tunelab.generation import Decoding, generate
 
 LOSS_METRICS = ("loss", "eval_loss")
+PROBE_METRICS = ("probe_accuracy", "probe_perplexity")  # with forgetting.at_each_evaluation
 
 
 def wanted(cfg: RunConfig) -> bool:
-    return cfg.eval.during_training or cfg.train.metric_for_best_model not in LOSS_METRICS
+    selected = cfg.train.metric_for_best_model.removeprefix("eval_")
+    return cfg.eval.during_training or selected in generation_metrics(cfg)
+
+
+def generation_metrics(cfg: RunConfig) -> list[str]:
+    return [main_metric(name) for name in cfg.eval.metrics]
 
 
 def selectable_metrics(cfg: RunConfig) -> list[str]:
-    """What metric_for_best_model may name: the losses and the headline key of every eval.metrics entry."""
-    return [*LOSS_METRICS, *(main_metric(name) for name in cfg.eval.metrics)]
+    """What metric_for_best_model may name: the losses, the headline key of every eval.metrics entry and,
+    when the probe runs at each evaluation, its scores."""
+    probe = cfg.forgetting.enabled and cfg.forgetting.at_each_evaluation
+    return [*LOSS_METRICS, *generation_metrics(cfg), *(PROBE_METRICS if probe else ())]
 
 
 def evaluator(cfg: RunConfig, tokenizer: Any, validation_rows: list) -> Callable[[Any], dict[str, float]] | None:

@@ -55,6 +55,17 @@ def score(model: Any, tokenizer: Any, probe: Probe, batch_size: int = 8) -> Prob
     return ProbeScore(accuracy, ppl, len(probe.mc), len(probe.texts))
 
 
+def evaluator(tokenizer: Any, probe: Probe):
+    """model -> {probe_accuracy, probe_perplexity}: the probe at each evaluation during training, so the
+    logs show when forgetting sets in (and metric_for_best_model may name probe_accuracy)."""
+
+    def evaluate(model: Any) -> dict[str, float]:
+        result = score(model, tokenizer, probe)
+        return {"probe_accuracy": result.accuracy, "probe_perplexity": result.perplexity}
+
+    return evaluate
+
+
 def compare(base: ProbeScore, after: ProbeScore, cfg: ForgettingConfig) -> dict[str, Any]:
     """base, after, the delta (after − base, accuracy in points; perplexity as after/base) and violations."""
     delta = {

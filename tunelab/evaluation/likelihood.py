@@ -167,7 +167,8 @@ def _sequence_nll(
     with torch.inference_mode(), eval_mode(model):
         for chunk in _chunks(order, batch_size):
             ids, labels, mask = _right_pad([sequences[i] for i in chunk], device)
-            logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+            # [:, -width:]: soft-prompt methods return logits for their virtual tokens too, in front.
+            logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, -ids.shape[1] :]
             nll, count = _batch_nll(logits, labels)
             for j, i in enumerate(chunk):
                 results[i] = (float(nll[j]), int(count[j]))

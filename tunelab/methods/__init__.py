@@ -1,15 +1,28 @@
 """Fine-tuning methods: one small module each, registered in `METHODS` under the name used in the YAML.
 
-Every method has the same shape (`MethodSpec`): which dtype the base weights load in, how the loaded
-model is made trainable, and whether the run's artifact is an adapter or a whole model.
+Every method has the same shape (`MethodSpec`): which dtype the base weights load in (and any
+quantization), how the loaded model is made trainable, how its artifact is saved and put back on a
+base, and whether it can be merged into the base weights.
 """
 
 from __future__ import annotations
 
-from tunelab.methods import freeze, full, lora
+from tunelab.methods import bottleneck, freeze, full, ia3, lora, prompt_tuning, qlora
 from tunelab.methods.base import MethodSpec, count_parameters
 
-METHODS: dict[str, MethodSpec] = {m.name: m for m in (full.METHOD, freeze.METHOD, lora.METHOD)}
+METHODS: dict[str, MethodSpec] = {
+    m.name: m
+    for m in (
+        full.METHOD,
+        freeze.METHOD,
+        lora.METHOD,
+        qlora.METHOD,
+        ia3.METHOD,
+        prompt_tuning.PROMPT_TUNING,
+        prompt_tuning.PREFIX_TUNING,
+        bottleneck.METHOD,
+    )
+}
 
 
 def get(name: str) -> MethodSpec:

@@ -4,10 +4,30 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from torch import nn
+
+
+def no_load_options(method_cfg: Any, compute_dtype: torch.dtype) -> dict[str, Any]:
+    return {}
+
+
+def save_pretrained(model: nn.Module, directory: Path) -> None:
+    """A peft adapter (adapter_model.safetensors + adapter_config.json) or a whole transformers model."""
+    model.save_pretrained(directory, safe_serialization=True)
+
+
+def attach_peft(model: nn.Module, adapter_dir: Path, name: str) -> nn.Module:
+    """Load a saved peft adapter onto `model` under `name`; a PeftModel gets it as one more adapter."""
+    from peft import PeftModel
+
+    if isinstance(model, PeftModel):
+        model.load_adapter(str(adapter_dir), adapter_name=name)
+        return model
+    return PeftModel.from_pretrained(model, str(adapter_dir), adapter_name=name)
 
 
 @dataclass(frozen=True)
@@ -18,8 +38,19 @@ class MethodSpec:
     # Given the compute dtype (bf16 on hardware that runs it natively), the dtype the base loads in.
     # Weights that train stay fp32 (master weights); frozen ones may be stored in the compute dtype.
     load_dtype: Callable[[torch.dtype], torch.dtype]
-    # Make the loaded model trainable as the method says; returns the model to train.
-    prepare: Callable[[nn.Module, Any], nn.Module]
+    # Make the loaded model trainable as the method says: (model, method config, tokenizer) -> model to train.
+    prepare: Callable[[nn.Module, Any, Any], nn.Module]
+    # Extra `from_pretrained` options for the base (a quantization_config for qlora).
+    load_options: Callable[[Any, torch.dtype], dict[str, Any]] = no_load_options
+    # Write the trained artifact (adapter or model) into a directory.
+    save: Callable[[nn.Module, Path], None] = save_pretrained
+    # Put a saved adapter onto a loaded base under a name (adapter methods only).
+    attach: Callable[[nn.Module, Path, str], nn.Module] = attach_peft
+    # The adapter can be folded into the base weights (`tunelab merge`, faster generation).
+    mergeable: bool = False
+    # The training loss may run the LM head on trained positions only (tunelab.loss); soft-prompt methods
+    # shift positions by their virtual tokens, so they keep peft's own loss.
+    sparse_head: bool = True
 
 
 def fp32_master_weights(compute_dtype: torch.dtype) -> torch.dtype:
@@ -27,16 +58,23 @@ def fp32_master_weights(compute_dtype: torch.dtype) -> torch.dtype:
     return torch.float32
 
 
+def frozen_base_dtype(compute_dtype: torch.dtype) -> torch.dtype:
+    """A base that is never updated needs no fp32 copy: bf16 where native halves the bytes each matmul reads."""
+    return compute_dtype
+
+
 def count_parameters(model: nn.Module) -> tuple[int, int]:
-    """(trainable, total) parameter counts, each shared tensor counted once."""
+    """(trainable, total) parameter counts, each shared tensor counted once; a 4-bit packed weight counts
+    the parameters it stands for, not its bytes."""
     seen: set[int] = set()
     trainable = total = 0
     for p in model.parameters():
         if id(p) in seen:
             continue
         seen.add(id(p))
-        total += p.numel()
-        trainable += p.numel() if p.requires_grad else 0
+        n = p.numel() * (2 if p.dtype == torch.uint8 and hasattr(p, "quant_state") else 1)
+        total += n
+        trainable += n if p.requires_grad else 0
     return trainable, total
 
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import nn
 
-from tunelab.config.schema import FreezeMethod
+from tunelab.config.methods import FreezeMethod
 from tunelab.methods.base import MethodSpec, fp32_master_weights, transformer_blocks
 
 
-def prepare(model: nn.Module, method_cfg: FreezeMethod) -> nn.Module:
+def prepare(model: nn.Module, method_cfg: FreezeMethod, tokenizer: Any = None) -> nn.Module:
     blocks = transformer_blocks(model)
     if method_cfg.trainable_layers > len(blocks):
         raise ValueError(f"method.trainable_layers={method_cfg.trainable_layers} but the model has {len(blocks)}")

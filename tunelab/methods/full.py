@@ -9,7 +9,7 @@ from torch import nn
 from tunelab.methods.base import MethodSpec, fp32_master_weights
 
 
-def prepare(model: nn.Module, method_cfg: Any) -> nn.Module:
+def prepare(model: nn.Module, method_cfg: Any, tokenizer: Any = None) -> nn.Module:
     for p in model.parameters():
         p.requires_grad_(True)
     return model

@@ -6,15 +6,16 @@ fp32 copy, and the matmuls read half the bytes. peft keeps the adapter weights i
 
 from __future__ import annotations
 
-import torch
+from typing import Any
+
 from peft import LoraConfig, get_peft_model
 from torch import nn
 
-from tunelab.config.schema import LoraMethod
-from tunelab.methods.base import MethodSpec
+from tunelab.config.methods import LoraOptions
+from tunelab.methods.base import MethodSpec, frozen_base_dtype
 
 
-def peft_config(method_cfg: LoraMethod) -> LoraConfig:
+def peft_config(method_cfg: LoraOptions) -> LoraConfig:
     return LoraConfig(
         r=method_cfg.r,
         lora_alpha=method_cfg.alpha,
@@ -26,12 +27,8 @@ def peft_config(method_cfg: LoraMethod) -> LoraConfig:
     )
 
 
-def prepare(model: nn.Module, method_cfg: LoraMethod) -> nn.Module:
+def prepare(model: nn.Module, method_cfg: LoraOptions, tokenizer: Any = None) -> nn.Module:
     return get_peft_model(model, peft_config(method_cfg))
 
 
-def frozen_base_dtype(compute_dtype: torch.dtype) -> torch.dtype:
-    return compute_dtype
-
-
-METHOD = MethodSpec(name="lora", artifact="adapter", load_dtype=frozen_base_dtype, prepare=prepare)
+METHOD = MethodSpec(name="lora", artifact="adapter", load_dtype=frozen_base_dtype, prepare=prepare, mergeable=True)

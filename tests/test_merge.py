@@ -1,0 +1,57 @@
+"""`tunelab merge`: the adapter folded into a standalone model that gives base + adapter's outputs; a quantized
+base is dequantized first; methods that cannot merge, and existing outputs, are clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from tests.helpers import run_cli, write_config
+from tunelab.inference import load_for_inference
+
+PROMPT = "The secret word for sky?"
+
+
+def trained(tmp_path, model_dir, method):
+    train = {"max_steps": 10, "learning_rate": 1e-2, "lr_scheduler_type": "constant", "logging_steps": 10}
+    cfg = write_config(tmp_path, model_dir, method=method, train=train)
+    result = run_cli(["train", str(cfg), "forgetting.enabled=false"])
+    assert result.exit_code == 0, result.output
+    return tmp_path / "run"
+
+
+@pytest.mark.parametrize("method", [{"name": "lora", "r": 4}, {"name": "qlora", "r": 4}, {"name": "ia3"}])
+def test_merged_model_matches_base_plus_adapter(method, tmp_path, tiny_model_dir, tiny_model_dir_64):
+    model_dir = tiny_model_dir_64 if method["name"] == "qlora" else tiny_model_dir
+    run = trained(tmp_path, model_dir, method)
+    out = tmp_path / "merged"
+    result = run_cli(["merge", str(run), "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "merge check: max |logit diff|" in result.output
+    report = json.loads((out / "merge_report.json").read_text())
+    assert report["top1_agreement"] == 1.0
+
+    merged = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)  # plain transformers, no peft
+    assert not getattr(merged.config, "quantization_config", None)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    assert tokenizer.chat_template  # the chat template travels with the model
+    unmerged = load_for_inference(str(run), dtype="float32", merge=False).model
+    ids = tokenizer(PROMPT, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        want, got = unmerged(input_ids=ids).logits, merged(input_ids=ids).logits
+    tolerance = 1e-4 if method["name"] != "qlora" else 2e-2  # qlora: the base computed 4-bit vs dequantized
+    torch.testing.assert_close(got, want, rtol=0, atol=tolerance * want.abs().max().item())
+    assert not torch.allclose(got, AutoModelForCausalLM.from_pretrained(model_dir)(input_ids=ids).logits)
+
+
+def test_merge_refuses_what_it_cannot_do(tmp_path, tiny_model_dir):
+    run = trained(tmp_path, tiny_model_dir, {"name": "prompt_tuning", "num_virtual_tokens": 4})
+    result = run_cli(["merge", str(run), "--output", str(tmp_path / "m")])
+    assert result.exit_code != 0 and "cannot be merged" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "m").exists()
+    (tmp_path / "taken").mkdir()
+    taken = run_cli(["merge", str(run), "--output", str(tmp_path / "taken")])
+    assert taken.exit_code != 0 and "exists" in taken.output

@@ -1,0 +1,58 @@
+"""`prompt_tuning` and `prefix_tuning`: soft prompts through peft; the model itself stays frozen.
+
+prompt_tuning trains `num_virtual_tokens` input embeddings put before every input; prefix_tuning trains
+key/value prefixes for every layer's attention. Neither can be merged into the weights: a run is served
+as base + adapter.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from peft import PrefixTuningConfig, PromptTuningConfig, get_peft_model
+from torch import nn
+
+from tunelab.config.methods import PrefixTuningMethod, PromptTuningMethod
+from tunelab.methods.base import MethodSpec, frozen_base_dtype
+
+
+def prepare_prompt(model: nn.Module, method_cfg: PromptTuningMethod, tokenizer: Any = None) -> nn.Module:
+    config = PromptTuningConfig(num_virtual_tokens=method_cfg.num_virtual_tokens, task_type="CAUSAL_LM")
+    peft_model = get_peft_model(model, config)
+    if method_cfg.init_text:
+        init_from_text(peft_model, tokenizer, method_cfg.init_text, method_cfg.num_virtual_tokens)
+    return peft_model
+
+
+def init_from_text(peft_model: Any, tokenizer: Any, text: str, n_tokens: int) -> None:
+    """The soft prompt starts as the embeddings of `text`, repeated or cut to n_tokens, as peft's TEXT init
+    does. Ours because peft's reloads the tokenizer by name, which fails for a tokenizer read from a GGUF
+    or a local-only model; we have the tokenizer in hand."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if not ids:
+        raise ValueError("method.init_text has no tokens")
+    ids = (ids * math.ceil(n_tokens / len(ids)))[:n_tokens]
+    embeddings = peft_model.get_base_model().get_input_embeddings()
+    with torch.no_grad():
+        vectors = embeddings(torch.tensor(ids, device=embeddings.weight.device))
+        prompt = peft_model.prompt_encoder[peft_model.active_adapter].embedding.weight
+        prompt.copy_(vectors.to(prompt.dtype))
+
+
+def prepare_prefix(model: nn.Module, method_cfg: PrefixTuningMethod, tokenizer: Any = None) -> nn.Module:
+    config = PrefixTuningConfig(
+        num_virtual_tokens=method_cfg.num_virtual_tokens,
+        prefix_projection=method_cfg.projection,
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, config)
+
+
+PROMPT_TUNING = MethodSpec(
+    name="prompt_tuning", artifact="adapter", load_dtype=frozen_base_dtype, prepare=prepare_prompt, sparse_head=False
+)
+PREFIX_TUNING = MethodSpec(
+    name="prefix_tuning", artifact="adapter", load_dtype=frozen_base_dtype, prepare=prepare_prefix, sparse_head=False
+)
