@@ -55,3 +55,15 @@ def test_merge_refuses_what_it_cannot_do(tmp_path, tiny_model_dir):
     (tmp_path / "taken").mkdir()
     taken = run_cli(["merge", str(run), "--output", str(tmp_path / "taken")])
     assert taken.exit_code != 0 and "exists" in taken.output
+
+
+def test_export_merges_an_adapter_run_and_checks_the_gguf(tmp_path, tiny_model_dir):
+    run = trained(tmp_path, tiny_model_dir, {"name": "lora", "r": 4})
+    out = tmp_path / "run.gguf"
+    result = run_cli(["export", str(run), "--format", "gguf", "--dtype", "f32", "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes()[:4] == b"GGUF" and "GGUF check" in result.output
+    diff = float(result.output.split("max |logit diff| vs the source ")[1].split()[0])
+    assert diff < 1e-4  # f32: the merged model's own logits
+    bad = run_cli(["export", str(run), "--format", "onnx", "--output", str(tmp_path / "x")])
+    assert bad.exit_code != 0 and "not supported" in bad.output

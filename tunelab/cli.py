@@ -179,6 +179,19 @@ def merge(
     mergemod.merge_run(run, output, dtype, tolerance)
 
 
+@app.command(epilog="Example:  tunelab export runs/demo --format gguf --dtype q8_0 --output demo.gguf")
+def export(
+    run: Annotated[str, typer.Argument(help="A finished run (adapter runs are merged first) or a model directory.")],
+    output: Annotated[Path, typer.Option(help="The file to write.")],
+    format: Annotated[str, typer.Option("--format", help="gguf (llama.cpp / Ollama; Llama-family models).")] = "gguf",
+    dtype: Annotated[str, typer.Option(help="f32, f16, bf16 or q8_0.")] = "f16",
+) -> None:
+    """Export for other runtimes, checked by loading the file back and comparing logits."""
+    from tunelab.export.run_export import export_run
+
+    export_run(run, output, dtype, format)
+
+
 MetricsOpt = Annotated[
     str | None,
     typer.Option("--metrics", help="Comma-separated: exact_match, json_fields, rougeL, bleu, chrf, f1, ..."),

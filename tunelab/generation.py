@@ -83,7 +83,10 @@ def _generate_batch(model: Any, tokenizer: Any, ids: list[list[int]], decoding: 
         input_ids=input_ids, attention_mask=attention_mask, **generation_kwargs(model, tokenizer, decoding)
     )
     eos = set(eos_ids(model, tokenizer))
-    return [_decode_until_eos(tokenizer, row.tolist(), eos) for row in out[:, input_ids.shape[1] :]]
+    # A decoder-only model returns prompt + new tokens; an encoder-decoder returns the decoder's sequence,
+    # which starts with its decoder start token (often pad, which may be EOS).
+    new = out[:, 1:] if getattr(model.config, "is_encoder_decoder", False) else out[:, input_ids.shape[1] :]
+    return [_decode_until_eos(tokenizer, row.tolist(), eos) for row in new]
 
 
 def _decode_until_eos(tokenizer: Any, new_ids: list[int], eos: set[int]) -> str:

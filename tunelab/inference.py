@@ -8,6 +8,7 @@ loaded.use("summaries")                                    # no reload: the base
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,9 @@ def load_for_inference(ref: str, device: str | None = None, dtype: str | None = 
 def load_plain(cfg: ModelConfig, **load_options: Any) -> tuple[Any, Any]:
     device = models.pick_device(cfg.device)
     tokenizer = models.load_tokenizer(cfg)
-    model = models.load_model(cfg, dtype=models.pick_dtype(cfg.dtype, device), device=device, **load_options)
+    task = models.resolve_task(cfg)
+    dtype = models.pick_dtype(cfg.dtype, device)
+    model = models.load_model(cfg, dtype=dtype, device=device, task=task, **load_options)
     model.eval()
     return model, tokenizer
 
@@ -63,12 +66,21 @@ def run_config(path: str) -> tuple[artifacts.CompletedRun, RunConfig]:
     return run, validate(yaml.safe_load(run.config_yaml), source=str(Path(path) / "config.yaml"))
 
 
-def load_base_for(cfg: RunConfig, device: str | None, dtype: str | None) -> Any:
-    """The run's base model as it trained on (quantized for qlora), on the requested device and dtype."""
+def load_base_for(cfg: RunConfig, device: str | None, dtype: str | None, run_path: str | Path = "") -> Any:
+    """The run's base model as it trained on (quantized for qlora; with the classification head of the run's
+    label set for a classifier), on the requested device and dtype."""
     model_cfg = cfg.model.model_copy(update={"device": device or cfg.model.device, "dtype": dtype or cfg.model.dtype})
     compute_dtype = models.pick_dtype(model_cfg.dtype, models.pick_device(model_cfg.device))
     options = methods.get(cfg.method.name).load_options(cfg.method, compute_dtype)
+    if models.resolve_task(cfg.model) == "sequence_classification":
+        options |= models.classifier_options(run_labels(run_path))
     return load_plain(model_cfg, **options)[0]
+
+
+def run_labels(run_path: str | Path) -> list[str] | None:
+    """The label set a run trained with (its data report)."""
+    metrics = Path(run_path) / "metrics.json"
+    return json.loads(metrics.read_text()).get("data", {}).get("labels") if metrics.is_file() else None
 
 
 def load_run(path: str, device: str | None, dtype: str | None, merge: bool) -> Loaded:
@@ -76,7 +88,7 @@ def load_run(path: str, device: str | None, dtype: str | None, merge: bool) -> L
     run, cfg = run_config(path)
     method = methods.get(cfg.method.name)
     if run.artifact_kind == "adapter":
-        model = method.attach(load_base_for(cfg, device, dtype), run.artifact_dir, adapter_name(cfg, path))
+        model = method.attach(load_base_for(cfg, device, dtype, path), run.artifact_dir, adapter_name(cfg, path))
         # Merged weights generate faster (no extra matmuls); the files on disk stay an adapter. A quantized
         # base is left as it is: merging into 4-bit weights would round the update away.
         if merge and method.mergeable and not getattr(model, "is_quantized", False):
@@ -100,7 +112,7 @@ def load_runs(paths: list[str], device: str | None = None, dtype: str | None = N
     runs = [(path, *run_config(path)) for path in paths]
     check_shared_base(runs)
     _, first_run, first_cfg = runs[0]
-    model = load_base_for(first_cfg, device, dtype)
+    model = load_base_for(first_cfg, device, dtype, paths[0])
     adapters: dict[str, tuple[str, str | None]] = {}
     for path, run, cfg in runs:
         name = adapter_name(cfg, path)

@@ -22,6 +22,7 @@ from tunelab.config import RunConfig, dump
 from tunelab.config.preflight import preflight
 from tunelab.console import info
 from tunelab.evaluation import forgetting
+from tunelab.models.tasks import CAUSAL_LM, CLASSIFIER
 
 
 @dataclass(frozen=True)
@@ -34,19 +35,22 @@ class RunResult:
 def run(cfg: RunConfig, *, resume: bool = False, callbacks: tuple = ()) -> RunResult:
     """Train as the config says and write a complete run directory. Extra TrainerCallbacks are optional."""
     preflight(cfg, resume)  # every check that needs no weights, data rows included
-    probe = forgetting.load_probe(cfg.forgetting) if cfg.forgetting.enabled else None
+    task = models.resolve_task(cfg.model)  # from the model's config alone
+    probe = forgetting.load_probe(cfg.forgetting) if cfg.forgetting.enabled and task == CAUSAL_LM else None
     run_dir = RunDir(cfg.train.output_dir)
     method = methods.get(cfg.method.name)
     device = models.pick_device(cfg.model.device)
     compute_dtype = models.pick_dtype(cfg.model.dtype, device)
 
     tokenizer = models.load_tokenizer(cfg.model)
-    data = datasets.build(cfg, tokenizer)  # lengths checked with the tokenizer, still before the model loads
+    data = datasets.build_for_task(cfg, tokenizer, task)  # lengths checked with the tokenizer, before the model
     model = models.load_model(
         cfg.model,
         dtype=method.load_dtype(compute_dtype),
         device=device,
+        task=task,
         **method.load_options(cfg.method, compute_dtype),
+        **(models.classifier_options(data.report.labels) if task == CLASSIFIER else {}),
     )
     set_seed(cfg.train.seed)  # adapter init draws from the global RNG: same config, same starting weights
     model = method.prepare(model, cfg.method, tokenizer)

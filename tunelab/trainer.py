@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from transformers import (
     DataCollatorForSeq2Seq,
+    DataCollatorWithPadding,
     EarlyStoppingCallback,
     PrinterCallback,
     Trainer,
@@ -28,6 +29,7 @@ from tunelab.config.schema import RunConfig, TrainConfig
 from tunelab.errors import TrainingDivergedError
 from tunelab.evaluation import during_training, forgetting
 from tunelab.loss import supports_sparse_head, trained_positions_loss
+from tunelab.models.tasks import CLASSIFIER, SEQ2SEQ, model_task
 from tunelab.progress import LiveProgress
 
 
@@ -130,6 +132,28 @@ def training_arguments(cfg: RunConfig, run_dir: RunDir, device: torch.device, dt
     )
 
 
+def collator(model, tokenizer):
+    if model_task(model) == CLASSIFIER:
+        return DataCollatorWithPadding(tokenizer)  # labels are one class id per row
+    # Right-pads input_ids with the pad id and labels with -100, so padding is never trained; for an
+    # encoder-decoder it also builds the decoder inputs from the labels.
+    seq2seq = model_task(model) == SEQ2SEQ
+    return DataCollatorForSeq2Seq(tokenizer, model=model if seq2seq else None, padding=True, label_pad_token_id=-100)
+
+
+def classifier_metrics(labels: list[str]):
+    """Trainer's compute_metrics for a classifier: accuracy and macro-F1 (our metric registry) on label names."""
+    from tunelab.evaluation.predict import score
+
+    def compute(prediction) -> dict[str, float]:
+        predicted = [labels[i] for i in prediction.predictions.argmax(-1)]
+        references = [labels[i] for i in prediction.label_ids]
+        scores = score(predicted, references, ["accuracy", "f1"])
+        return {k: v for k, v in scores.items() if k in ("accuracy", "f1")}
+
+    return compute
+
+
 def extra_evaluations(cfg: RunConfig, tokenizer, data, probe) -> tuple:
     """What runs at each evaluation besides the loss: generation metrics, the retention probe."""
     generation = during_training.evaluator(cfg, tokenizer, data.validation_rows)
@@ -155,8 +179,7 @@ def build(cfg: RunConfig, model, tokenizer, data, run_dir: RunDir, device, dtype
     from torch.utils.tensorboard import SummaryWriter
 
     args = training_arguments(cfg, run_dir, device, dtype, data.validation is not None)
-    # Right-pads input_ids with the pad id and labels with -100, so padding is never trained.
-    collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
+    classifier = model_task(model) == CLASSIFIER
     extra: list[TrainerCallback] = [
         CheckpointMarker(),
         LiveProgress(),
@@ -169,13 +192,14 @@ def build(cfg: RunConfig, model, tokenizer, data, run_dir: RunDir, device, dtype
         args=args,
         train_dataset=data.train,
         eval_dataset=data.validation,
-        data_collator=collator,
+        data_collator=collator(model, tokenizer),
         processing_class=tokenizer,
         callbacks=[*extra, *callbacks],
+        compute_metrics=classifier_metrics(data.report.labels) if classifier else None,
         sparse_head=cfg.train.sparse_lm_head
         and methods.get(cfg.method.name).sparse_head
         and supports_sparse_head(model),
-        extra_evals=extra_evaluations(cfg, tokenizer, data, probe),
+        extra_evals=() if classifier else extra_evaluations(cfg, tokenizer, data, probe),
     )
     trainer.remove_callback(PrinterCallback)  # LiveProgress prints the logs
     return trainer

@@ -172,7 +172,14 @@ def main(argv: list[str] | None = None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     write_jsonl(args.out / "train.jsonl", train)
     write_jsonl(args.out / "test.jsonl", test)
-    print(f"wrote {len(train)} train and {len(test)} test rows to {args.out}")
+    # The same tickets as a classification task (category only), for encoder classifiers.
+    write_jsonl(args.out / "categories_train.jsonl", categories(train))
+    write_jsonl(args.out / "categories_test.jsonl", categories(test))
+    print(f"wrote {len(train)} train and {len(test)} test rows (and their categories) to {args.out}")
+
+
+def categories(rows: list[dict[str, str]]) -> list[dict[str, str]]:
+    return [{"text": row["prompt"], "label": json.loads(row["completion"])["category"]} for row in rows]
 
 
 if __name__ == "__main__":

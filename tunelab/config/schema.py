@@ -30,6 +30,11 @@ class ModelConfig(Strict):
     device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="`auto` picks cuda, then mps, then cpu.")
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit) for hub ids.")
     trust_remote_code: bool = Field(False, description="Allow model code from the hub to run. Off unless you set it.")
+    task: Literal["auto", "causal_lm", "sequence_classification", "seq2seq"] = Field(
+        "auto",
+        description="What the model is trained to do. `auto`: from the model's config (encoder-only such as BERT: "
+        "sequence_classification; encoder-decoder such as T5: seq2seq; else causal_lm).",
+    )
 
 
 class DataConfig(Strict):

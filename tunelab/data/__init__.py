@@ -33,11 +33,26 @@ __all__ = [
     "RowError",
     "RowSet",
     "build",
+    "build_for_task",
     "inspect",
     "preflight",
     "read_eval_examples",
     "to_messages",
 ]
+
+
+def build_for_task(cfg: Any, tokenizer: Any, task: str) -> BuiltData:
+    """`build` for causal LMs; text + label ids for an encoder classifier (data.classifier); prompt and answer
+    apart for an encoder-decoder (data.seq2seq)."""
+    if task == "sequence_classification":
+        from tunelab.data.classifier import build_for_classifier
+
+        return build_for_classifier(cfg, tokenizer)
+    if task == "seq2seq":
+        from tunelab.data.seq2seq import build_for_seq2seq
+
+        return build_for_seq2seq(cfg, tokenizer)
+    return build(cfg, tokenizer)
 
 
 def to_messages(row: dict[str, Any], fmt: str, ctx: FormatContext | None = None) -> list[Message]:

@@ -31,6 +31,7 @@ class EvalExample:
     reference: str  # the final assistant turn's text (the label, for classification)
     line: int  # 1-based line (JSONL, CSV) or 0-based row index (JSON, Parquet, datasets dir)
     where: str = ""  # file:line or file[index]
+    fields: dict | None = None  # the record as read (an encoder classifier reads its text field)
 
 
 def read_eval_examples(path: Path, cfg: RunConfig, labels: list[str] | None = None) -> list[EvalExample]:
@@ -78,4 +79,4 @@ def to_example(row: Row) -> EvalExample | Problem:
             "end the conversation with the expected assistant reply",
         )
     messages = [{"role": m["role"], "content": m["content"]} for m in prompt]
-    return EvalExample(messages, last["content"], row.line, row.where)
+    return EvalExample(messages, last["content"], row.line, row.where, row.fields)

@@ -32,6 +32,8 @@ class Row:
     messages: list[Message]
     where: str
     line: int
+    # The record as read: an encoder classifier reads its text field, not the rendered prompt.
+    fields: dict | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass
@@ -118,7 +120,7 @@ def convert(records: list[Record], fmt: str, ctx: FormatContext) -> tuple[list[R
             problems.append(Problem(record.where, "unparseable", "", record.error, "fix or remove the row"))
             continue
         try:
-            rows.append(Row(formats.to_messages(record.fields, fmt, ctx), record.where, record.line))
+            rows.append(Row(formats.to_messages(record.fields, fmt, ctx), record.where, record.line, record.fields))
         except RowError as err:
             problems.append(Problem.of(record.where, err))
     return rows, problems

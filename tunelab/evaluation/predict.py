@@ -10,6 +10,7 @@ from typing import Any
 
 from tunelab.evaluation.metrics import task_scorer
 from tunelab.generation import Decoding, generate
+from tunelab.models.tasks import CLASSIFIER, model_task
 
 # Evaluation decodes greedily so that two arms differ by their model, not by sampling luck. 48 new tokens
 # hold twice the longest demo answer; a model that rambles past that is wrong either way.
@@ -17,6 +18,11 @@ EVAL_DECODING = Decoding(max_new_tokens=48, temperature=0.0)
 
 
 def predict(loaded: Any, examples: list[Any], decoding: Decoding = EVAL_DECODING, batch_size: int = 16) -> list[str]:
+    """Greedy answers; for an encoder classifier, the predicted label of each example's text."""
+    if model_task(loaded.model) == CLASSIFIER:
+        from tunelab.data.classifier import classify
+
+        return classify(loaded.model, loaded.tokenizer, [e.fields["text"] for e in examples], batch_size)
     return generate(
         loaded.model,
         loaded.tokenizer,

@@ -53,8 +53,8 @@ def merge_run(path: str, output: Path, dtype: str = "float32", tolerance: float 
                 f"(tunelab generate {path})"
             ],
         )
-    reference = method.attach(load_base_for(cfg, "cpu", "float32"), run.artifact_dir, adapter_name(cfg, path))
-    merged = method.attach(dequantized_base(cfg), run.artifact_dir, adapter_name(cfg, path)).merge_and_unload()
+    reference = method.attach(load_base_for(cfg, "cpu", "float32", path), run.artifact_dir, adapter_name(cfg, path))
+    merged = method.attach(dequantized_base(cfg, path), run.artifact_dir, adapter_name(cfg, path)).merge_and_unload()
     merged = merged.to(getattr(torch, dtype))
     tokenizer = AutoTokenizer.from_pretrained(run.artifact_dir)  # saved with the run, chat template included
     report = check(reference, merged, tokenizer, TOLERANCE[dtype] if tolerance is None else tolerance)
@@ -63,9 +63,9 @@ def merge_run(path: str, output: Path, dtype: str = "float32", tolerance: float 
     return report
 
 
-def dequantized_base(cfg: Any) -> Any:
+def dequantized_base(cfg: Any, path: str) -> Any:
     """The base in float32: quantized bases are loaded as trained, then dequantized (transformers)."""
-    base = load_base_for(cfg, "cpu", "float32")
+    base = load_base_for(cfg, "cpu", "float32", path)
     return base.dequantize(dtype=torch.float32) if getattr(base, "is_quantized", False) else base
 
 

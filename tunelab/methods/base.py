@@ -53,6 +53,13 @@ class MethodSpec:
     sparse_head: bool = True
 
 
+def peft_task_type(model: nn.Module) -> str:
+    """peft's task type for a loaded model; for a classifier peft then also trains and saves its new head."""
+    from tunelab.models.tasks import CLASSIFIER, SEQ2SEQ, model_task
+
+    return {CLASSIFIER: "SEQ_CLS", SEQ2SEQ: "SEQ_2_SEQ_LM"}.get(model_task(model), "CAUSAL_LM")
+
+
 def fp32_master_weights(compute_dtype: torch.dtype) -> torch.dtype:
     """Methods that update base weights keep them in fp32: bf16 updates of small steps round to nothing."""
     return torch.float32

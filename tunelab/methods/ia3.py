@@ -9,14 +9,14 @@ from peft import IA3Config, get_peft_model
 from torch import nn
 
 from tunelab.config.methods import Ia3Method
-from tunelab.methods.base import MethodSpec, frozen_base_dtype
+from tunelab.methods.base import MethodSpec, frozen_base_dtype, peft_task_type
 
 
 def prepare(model: nn.Module, method_cfg: Ia3Method, tokenizer: Any = None) -> nn.Module:
     config = IA3Config(
         target_modules=method_cfg.target_modules,
         feedforward_modules=method_cfg.feedforward_modules,
-        task_type="CAUSAL_LM",
+        task_type=peft_task_type(model),
     )
     return get_peft_model(model, config)
 

@@ -12,10 +12,10 @@ from peft import LoraConfig, get_peft_model
 from torch import nn
 
 from tunelab.config.methods import LoraOptions
-from tunelab.methods.base import MethodSpec, frozen_base_dtype
+from tunelab.methods.base import MethodSpec, frozen_base_dtype, peft_task_type
 
 
-def peft_config(method_cfg: LoraOptions) -> LoraConfig:
+def peft_config(method_cfg: LoraOptions, task_type: str = "CAUSAL_LM") -> LoraConfig:
     return LoraConfig(
         r=method_cfg.r,
         lora_alpha=method_cfg.alpha,
@@ -23,12 +23,12 @@ def peft_config(method_cfg: LoraOptions) -> LoraConfig:
         target_modules=method_cfg.target_modules,
         use_rslora=method_cfg.use_rslora,
         use_dora=method_cfg.use_dora,
-        task_type="CAUSAL_LM",
+        task_type=task_type,
     )
 
 
 def prepare(model: nn.Module, method_cfg: LoraOptions, tokenizer: Any = None) -> nn.Module:
-    return get_peft_model(model, peft_config(method_cfg))
+    return get_peft_model(model, peft_config(method_cfg, peft_task_type(model)))
 
 
 METHOD = MethodSpec(name="lora", artifact="adapter", load_dtype=frozen_base_dtype, prepare=prepare, mergeable=True)

@@ -15,7 +15,7 @@ from peft import PrefixTuningConfig, PromptTuningConfig, get_peft_model
 from torch import nn
 
 from tunelab.config.methods import PrefixTuningMethod, PromptTuningMethod
-from tunelab.methods.base import MethodSpec, frozen_base_dtype
+from tunelab.methods.base import MethodSpec, frozen_base_dtype, peft_task_type
 
 
 def prepare_prompt(model: nn.Module, method_cfg: PromptTuningMethod, tokenizer: Any = None) -> nn.Module:
@@ -45,7 +45,7 @@ def prepare_prefix(model: nn.Module, method_cfg: PrefixTuningMethod, tokenizer: 
     config = PrefixTuningConfig(
         num_virtual_tokens=method_cfg.num_virtual_tokens,
         prefix_projection=method_cfg.projection,
-        task_type="CAUSAL_LM",
+        task_type=peft_task_type(model),
     )
     return get_peft_model(model, config)
 

@@ -17,7 +17,7 @@ from torch import nn
 from tunelab.config.methods import QLoraMethod
 from tunelab.errors import ConfigError
 from tunelab.methods import lora
-from tunelab.methods.base import MethodSpec, attach_peft, frozen_base_dtype
+from tunelab.methods.base import MethodSpec, attach_peft, frozen_base_dtype, peft_task_type
 
 
 def quantization_config(method_cfg: QLoraMethod, compute_dtype: torch.dtype) -> Any:
@@ -65,7 +65,7 @@ def prepare(model: nn.Module, method_cfg: QLoraMethod, tokenizer: Any = None) ->
     # Casts the small non-quantized weights (norms) to fp32 for stable training. Gradient checkpointing
     # (peft's default here) costs a third of a step; it is for when memory is short, not by default.
     model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-    return get_peft_model(model, lora.peft_config(method_cfg))
+    return get_peft_model(model, lora.peft_config(method_cfg, peft_task_type(model)))
 
 
 METHOD = MethodSpec(

@@ -12,15 +12,26 @@ devices (pick_device/pick_dtype), loading (load_*), catalog (`tunelab models`).
 from tunelab.models.catalog import list_models, models_table, render
 from tunelab.models.conversion import ensure_converted
 from tunelab.models.devices import cpu_has_native_bf16, pick_device, pick_dtype
-from tunelab.models.loading import ensure_pad_token, load_model, load_tokenizer, model_dir
+from tunelab.models.loading import (
+    classifier_options,
+    ensure_pad_token,
+    load_config,
+    load_model,
+    load_tokenizer,
+    model_dir,
+)
 from tunelab.models.registry import BUILTINS, BuiltinModel, cache_root, models_cache
 from tunelab.models.source import ModelSource, resolve
+from tunelab.models.tasks import resolve_task
 
 __all__ = [
     "BUILTINS",
     "BuiltinModel",
     "ModelSource",
     "cache_root",
+    "classifier_options",
+    "load_config",
+    "resolve_task",
     "cpu_has_native_bf16",
     "ensure_converted",
     "ensure_pad_token",

@@ -25,6 +25,8 @@ def list_models() -> list[dict[str, Any]]:
 
 def _builtin_row(alias: str, converted_dir: Path) -> dict[str, Any]:
     builtin = BUILTINS[alias]
+    if builtin.hf_dir:
+        return _shipped_row(alias)
     gguf = builtin.gguf_path()
     converted = is_converted(converted_dir)
     return {
@@ -38,6 +40,24 @@ def _builtin_row(alias: str, converted_dir: Path) -> dict[str, Any]:
         "size_bytes": dir_size(converted_dir) if converted else None,
         "source": str(gguf) if gguf else None,
         "source_bytes": gguf.stat().st_size if gguf else None,
+    }
+
+
+def _shipped_row(alias: str) -> dict[str, Any]:
+    """A built-in shipped as a Hugging Face directory: nothing to convert."""
+    builtin = BUILTINS[alias]
+    path = builtin.hf_path()
+    return {
+        "name": alias,
+        "kind": "builtin",
+        "description": builtin.description,
+        "installed": path is not None,
+        "install_hint": None if path else builtin.install_hint(),
+        "converted": path is not None,
+        "path": str(path) if path else None,
+        "size_bytes": dir_size(path) if path else None,
+        "source": str(path) if path else None,
+        "source_bytes": dir_size(path) if path else None,
     }
 
 

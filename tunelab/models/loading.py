@@ -56,20 +56,44 @@ def ensure_pad_token(tokenizer: Any) -> Any:
 
 
 def load_model(
-    cfg: ModelConfig, dtype: torch.dtype | None = None, device: torch.device | None = None, **load_options: Any
+    cfg: ModelConfig,
+    dtype: torch.dtype | None = None,
+    device: torch.device | None = None,
+    task: str = "causal_lm",
+    **load_options: Any,
 ) -> Any:
-    """The causal LM in `dtype` on `device` (None: from cfg). `load_options` go to `from_pretrained`
-    (e.g. a method's `quantization_config`); with a `device_map` among them, placement is left to it."""
-    from transformers import AutoModelForCausalLM
+    """The model for `task` (tunelab.models.tasks) in `dtype` on `device` (None: from cfg). `load_options` go to
+    `from_pretrained` (a method's `quantization_config`, a classifier's labels); with a `device_map` among them,
+    placement is left to it."""
+    from tunelab.models.tasks import auto_class
 
     device = device if device is not None else pick_device(cfg.device)
     dtype = dtype if dtype is not None else pick_dtype(cfg.dtype, device)
     source = resolve(cfg.name)
     where, kwargs = _pretrained_args(cfg, source)
-    model = _guarded(
-        cfg, source, lambda: AutoModelForCausalLM.from_pretrained(where, dtype=dtype, **kwargs, **load_options)
-    )
+    model_class = auto_class(task)
+    model = _guarded(cfg, source, lambda: model_class.from_pretrained(where, dtype=dtype, **kwargs, **load_options))
     return model if "device_map" in load_options else model.to(device)
+
+
+def load_config(cfg: ModelConfig) -> Any:
+    """The model's config (config.json) only: cheap, no weights."""
+    from transformers import AutoConfig
+
+    source = resolve(cfg.name)
+    where, kwargs = _pretrained_args(cfg, source)
+    return _guarded(cfg, source, lambda: AutoConfig.from_pretrained(where, **kwargs))
+
+
+def classifier_options(labels: list[str] | None) -> dict[str, Any]:
+    """from_pretrained options that size a classification head for `labels` and name its outputs."""
+    if not labels:
+        raise ConfigError("a sequence classifier needs its label set", ["use classification rows {text, label}"])
+    return {
+        "num_labels": len(labels),
+        "id2label": dict(enumerate(labels)),
+        "label2id": {label: i for i, label in enumerate(labels)},
+    }
 
 
 def _pretrained_args(cfg: ModelConfig, source: ModelSource) -> tuple[Path | str, dict[str, Any]]:

