@@ -47,6 +47,17 @@ def test_all_problems_reported_at_once_with_lines_and_fixes(tmp_path):
     assert f"{path}:8: unknown key `train.learning_rat`; did you mean `train.learning_rate`?" in text
 
 
+def test_an_override_that_is_not_yaml_is_a_clean_error():
+    with pytest.raises(ConfigError, match="not valid YAML") as exc:
+        config.load(None, ["data.train=a.jsonl", "method={name:"])
+    assert "quote it as one shell argument" in str(exc.value)
+
+
+def test_a_bare_no_strategy_means_no():
+    cfg = config.load(None, ["data.train=a.jsonl", "train.eval_strategy=no", "train.save_strategy=no"])
+    assert cfg.train.eval_strategy == "no" and cfg.train.save_strategy == "no"
+
+
 def test_overrides_parse_values_and_nest():
     cfg = config.load(None, ["data.train=a.jsonl", "method.r=4", "train.learning_rate=1e-4", "model=foo"])
     assert cfg.method.name == "lora" and cfg.method.r == 4

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+
 from rich.console import Console
 
 console = Console(stderr=True, highlight=False)
+
+# bitsandbytes (imported by peft whenever it is installed) warns at import on every AVX512-bf16 CPU that an
+# optional kernel cannot be downloaded from the hub; its built-in fallback runs instead. Not a user's problem.
+logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 
 def info(message: str) -> None:

@@ -80,7 +80,14 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
             # `model=foo` then `model.dtype=x`: keep the shorthand's value under its `name`.
             target[part] = {"name": target[part]} if isinstance(target.get(part), str) else {}
         target = target[part]
-    target[leaf] = yaml.safe_load(value) if value.strip() else None
+    try:
+        target[leaf] = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError as exc:
+        reason = str(exc).splitlines()[0]
+        raise ConfigError(
+            f"bad override {item!r}: the value is not valid YAML ({reason})",
+            [f"override {item!r}: quote it as one shell argument, e.g. 'method={{name: full}}'"],
+        ) from None
 
 
 def _describe(err: dict[str, Any], raw: dict[str, Any], source: str, lines: dict[tuple, int]) -> str:

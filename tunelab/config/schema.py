@@ -128,6 +128,11 @@ class TrainConfig(Strict):
     )
     overwrite_output_dir: bool = Field(False, description="Allow training into an output_dir that already has a run.")
 
+    @field_validator("eval_strategy", "save_strategy", mode="before")
+    @classmethod
+    def _bare_no(cls, v: object) -> object:
+        return "no" if v is False else v  # YAML reads a bare `no` as false; `eval_strategy: no` means "no"
+
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:
         if self.eval_strategy == "steps" and self.eval_steps is None:

@@ -25,39 +25,20 @@ def list_models() -> list[dict[str, Any]]:
 
 def _builtin_row(alias: str, converted_dir: Path) -> dict[str, Any]:
     builtin = BUILTINS[alias]
-    if builtin.hf_dir:
-        return _shipped_row(alias)
-    gguf = builtin.gguf_path()
-    converted = is_converted(converted_dir)
+    source = builtin.hf_path() if builtin.hf_dir else builtin.gguf_path()
+    # A shipped Hugging Face directory is used as it is; a GGUF is converted on first use.
+    ready = source if builtin.hf_dir else (converted_dir if is_converted(converted_dir) else None)
     return {
         "name": alias,
         "kind": "builtin",
         "description": builtin.description,
-        "installed": gguf is not None,
-        "install_hint": None if gguf else builtin.install_hint(),
-        "converted": converted,
-        "path": str(converted_dir) if converted else None,
-        "size_bytes": dir_size(converted_dir) if converted else None,
-        "source": str(gguf) if gguf else None,
-        "source_bytes": gguf.stat().st_size if gguf else None,
-    }
-
-
-def _shipped_row(alias: str) -> dict[str, Any]:
-    """A built-in shipped as a Hugging Face directory: nothing to convert."""
-    builtin = BUILTINS[alias]
-    path = builtin.hf_path()
-    return {
-        "name": alias,
-        "kind": "builtin",
-        "description": builtin.description,
-        "installed": path is not None,
-        "install_hint": None if path else builtin.install_hint(),
-        "converted": path is not None,
-        "path": str(path) if path else None,
-        "size_bytes": dir_size(path) if path else None,
-        "source": str(path) if path else None,
-        "source_bytes": dir_size(path) if path else None,
+        "installed": source is not None,
+        "install_hint": None if source else builtin.install_hint(),
+        "converted": ready is not None,
+        "path": str(ready) if ready else None,
+        "size_bytes": dir_size(ready) if ready else None,
+        "source": str(source) if source else None,
+        "source_bytes": (dir_size(source) if source.is_dir() else source.stat().st_size) if source else None,
     }
 
 

@@ -1,0 +1,20 @@
+"""Will it fit, and how long will it take? Every fine-tuning method, estimated before any weights load.
+
+    tunelab plan configs/lora.yaml train.per_device_train_batch_size=16
+    tunelab plan configs/lora.yaml --json
+
+    from tunelab import config, planning
+    result = planning.plan(config.load("configs/lora.yaml"))
+    planning.render(result, console)
+
+Modules: shape (the model's config and each method applied to a weightless meta-device copy: exact
+parameter counts, weight bytes), activations (bytes saved for backward per token), tokens (token
+lengths of the data), estimate (memory and time arithmetic, calibration constants), machine (matmul rate,
+available memory), recommend (the rule), planner (the orchestration), report (table and JSON).
+The figures and their calibration against measured runs: docs/planning.md.
+"""
+
+from tunelab.planning.planner import MethodPlan, Plan, plan
+from tunelab.planning.report import render, to_dict
+
+__all__ = ["MethodPlan", "Plan", "plan", "render", "to_dict"]

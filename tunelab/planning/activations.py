@@ -1,0 +1,98 @@
+"""Activation memory: the bytes a transformer block saves for backward, per token.
+
+    tensors = BlockTensors(compute_bytes=2, residual_bytes=4, quantized=set(), config=hf_config)
+    block_saved_bytes(block, tensors)      # bytes per token of the batch
+
+A term-by-term account of what autograd keeps in a pre-norm decoder block (Llama-style: RMSNorm, SDPA
+attention with rotary embeddings, SwiGLU MLP). It was read off the saved-tensor hooks
+(torch.autograd.graph.saved_tensors_hooks) of SmolLM2-135M for full, lora and qlora under bf16 autocast,
+and each term is a rule about which tensors autograd needs, so it follows the method:
+
+- a norm keeps its fp32 input and a per-token scale; also its output when its weight trains;
+- a linear layer keeps its input (cast to the compute dtype; autocast casts once per consumer, so q, k
+  and v keep three copies) only when its weight trains: LoRA's A and B, every layer in `full`;
+- SDPA keeps q, k, v, its output and a log-sum-exp (the fused kernels keep no seq x seq matrix), and
+  the rotary cos/sin tables in the residual dtype;
+- the MLP keeps the gate output, the activation's output and the up projection's output, in the dtype
+  the base projections return (the compute dtype; a bitsandbytes layer returns its input's dtype);
+- IA3 keeps the tensor it rescales; a bottleneck adapter its inner activation.
+
+Blocks before the first trainable weight keep nothing (no gradient flows there); shape.py decides which
+blocks are on the gradient path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+FP32 = 4
+
+
+@dataclass(frozen=True)
+class BlockTensors:
+    compute_bytes: int  # matmul dtype under autocast: 2 for bf16/fp16, 4 for fp32
+    residual_bytes: int  # dtype of the residual stream (that of the embeddings): 4 when the base is fp32
+    config: Any  # the transformers config (sizes)
+    quantized: set[int] = field(default_factory=set)  # ids of linear layers bitsandbytes quantizes
+
+
+def block_saved_bytes(block: nn.Module, tensors: BlockTensors) -> int:
+    """Bytes saved for backward per token by one block on the gradient path."""
+    saved = attention_core_bytes(tensors) + mlp_intermediate_bytes(block, tensors)
+    for module in block.modules():
+        saved += module_saved_bytes(module, tensors)
+    return saved
+
+
+def module_saved_bytes(module: nn.Module, tensors: BlockTensors) -> int:
+    """What one sub-module adds: norms, trainable linear layers, IA3 scalings, adapter activations."""
+    from tunelab.methods.bottleneck import Bottleneck
+
+    hidden = tensors.config.hidden_size
+    if is_norm(module):
+        trains = any(p.requires_grad for p in module.parameters(recurse=False))
+        return FP32 * hidden + FP32 + (tensors.residual_bytes * hidden if trains else 0)
+    if isinstance(module, nn.Linear) and module.weight.requires_grad:
+        return tensors.compute_bytes * module.in_features
+    if hasattr(module, "ia3_l") and hasattr(module, "base_layer"):
+        base = module.base_layer
+        width = base.in_features if getattr(module, "is_feedforward", False) else base.out_features
+        return tensors.compute_bytes * width
+    if isinstance(module, Bottleneck):
+        return tensors.compute_bytes * module.down.out_features
+    return 0
+
+
+def is_norm(module: nn.Module) -> bool:
+    return isinstance(module, nn.LayerNorm) or type(module).__name__.endswith("RMSNorm")
+
+
+def attention_core_bytes(tensors: BlockTensors) -> int:
+    """q, k, v, the attention output and a log-sum-exp per head; the rotary cos/sin tables."""
+    c = tensors.config
+    head_dim = attention_width(c) // c.num_attention_heads
+    q_dim = attention_width(c)
+    kv_dim = (getattr(c, "num_key_value_heads", None) or c.num_attention_heads) * head_dim
+    a = tensors.compute_bytes
+    return a * (2 * q_dim + 2 * kv_dim) + FP32 * c.num_attention_heads + 2 * tensors.residual_bytes * head_dim
+
+
+def attention_width(config: Any) -> int:
+    """heads x head_dim (most models: the hidden size; some set head_dim apart)."""
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    return config.num_attention_heads * head_dim
+
+
+def mlp_intermediate_bytes(block: nn.Module, tensors: BlockTensors) -> int:
+    """A gated MLP keeps gate output, activation output and up output; a plain one the activation input."""
+    c = tensors.config
+    intermediate = getattr(c, "intermediate_size", None) or 4 * c.hidden_size
+    linears = [(name, m) for name, m in block.named_modules() if isinstance(m, nn.Linear)]
+    gated = any("gate" in name for name, _ in linears)
+    quantized = any(id(m) in tensors.quantized for _, m in linears)
+    # bitsandbytes layers return their input's dtype (the residual's); nn.Linear under autocast the compute dtype
+    out_bytes = tensors.residual_bytes if quantized else tensors.compute_bytes
+    return (3 if gated else 1) * out_bytes * intermediate

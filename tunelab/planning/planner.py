@@ -1,0 +1,190 @@
+"""`tunelab plan CONFIG`: every method's memory and time on this machine, before any weights load.
+
+    from tunelab import config, planning
+    result = planning.plan(config.load("configs/lora.yaml"))
+    result.recommendation.label, [row.label for row in result.rows]
+
+Steps: the model's config (no weights) → token lengths of the data → per method, the method applied to a
+meta-device model (exact counts) → memory and time arithmetic (estimate.py) → the recommendation rule
+(recommend.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from tunelab import models
+from tunelab.config import RunConfig
+from tunelab.config.methods import METHOD_MODELS, LoraOptions
+from tunelab.errors import ConfigError, TunelabError
+from tunelab.planning import estimate, machine, recommend
+from tunelab.planning.shape import method_layout, model_config
+from tunelab.planning.tokens import TokenStats, assumed_stats, token_stats
+
+# One row per method; qlora twice, once per base precision. Labels are recommend.CAPABILITY entries.
+ROWS = (
+    ("full", "full", {}),
+    ("freeze", "freeze", {}),
+    ("lora", "lora", {}),
+    ("qlora (4-bit)", "qlora", {"bits": 4}),
+    ("qlora (8-bit)", "qlora", {"bits": 8}),
+    ("ia3", "ia3", {}),
+    ("prompt_tuning", "prompt_tuning", {}),
+    ("prefix_tuning", "prefix_tuning", {}),
+    ("adapter", "adapter", {}),
+)
+
+
+@dataclass(frozen=True)
+class MethodPlan:
+    label: str
+    method: dict[str, Any]  # the method options planned (the config's own for the configured method)
+    trainable: int | None = None
+    total: int | None = None
+    memory: estimate.MemoryEstimate | None = None
+    seconds_per_epoch: float | None = None
+    seconds_per_step: float | None = None
+    unavailable: str | None = None  # why the method cannot run here
+
+
+@dataclass(frozen=True)
+class Plan:
+    model: str
+    device: str
+    compute_dtype: str
+    available: int  # bytes
+    available_kind: str  # "RAM" or "GPU memory"
+    matmul_flops_per_second: float
+    tokens: TokenStats
+    configured: str  # label of the configured method's row
+    rows: list[MethodPlan]
+    recommendation: recommend.Recommendation
+    notes: list[str] = field(default_factory=list)
+
+
+def plan(cfg: RunConfig) -> Plan:
+    """Estimate every method for this config on this machine and recommend one (see recommend.py)."""
+    device = models.pick_device(cfg.model.device)
+    compute_dtype = models.pick_dtype(cfg.model.dtype, device)
+    hf_config = causal_lm_config(cfg)
+    stats = data_tokens(cfg)
+    available, kind = machine.available_memory(device)
+    setting = Setting(
+        hf_config=hf_config,
+        stats=stats,
+        eval_positions=estimate.evaluation_positions(cfg, stats),
+        sparse_lm_head=cfg.train.sparse_lm_head,
+        dtype=compute_dtype,
+        device=device,
+        rate=machine.matmul_rate(device, compute_dtype),
+    )
+    rows = [plan_method(label, method_cfg, setting) for label, method_cfg in method_configs(cfg.method)]
+    candidates = [recommend.Candidate(r.label, _total(r), r.seconds_per_epoch) for r in rows]
+    return Plan(
+        model=cfg.model.name,
+        device=device.type,
+        compute_dtype=str(compute_dtype).removeprefix("torch."),
+        available=available,
+        available_kind=kind,
+        matmul_flops_per_second=setting.rate,
+        tokens=stats,
+        configured=configured_label(cfg.method),
+        rows=rows,
+        recommendation=recommend.recommend(candidates, available),
+        notes=notes(stats, device),
+    )
+
+
+def causal_lm_config(cfg: RunConfig) -> Any:
+    """The model's config; the arithmetic (activations.py, the sparse LM head) is that of decoder LMs."""
+    from tunelab.models.tasks import CAUSAL_LM, task_of
+
+    hf_config = model_config(cfg.model)
+    task = cfg.model.task if cfg.model.task != "auto" else task_of(hf_config)
+    if task != CAUSAL_LM:
+        raise ConfigError(
+            f"tunelab plan estimates causal language models; {cfg.model.name!r} is a {task} model (model.task)",
+            ["plan a decoder model (e.g. the built-in smollm2-135m-instruct); encoder and seq2seq models come later"],
+        )
+    return hf_config
+
+
+def notes(stats: TokenStats, device: torch.device) -> list[str]:
+    out = [] if stats.source == "data" else [stats.source]
+    if device.type != "cpu":
+        out.append(f"the estimates are calibrated on CPU runs; on {device.type} they are not yet checked")
+    return out
+
+
+def data_tokens(cfg: RunConfig) -> TokenStats:
+    try:
+        tokenizer = models.load_tokenizer(cfg.model)
+    except (TunelabError, OSError) as err:
+        return assumed_stats(cfg, f"tokenizer not loaded ({str(err).splitlines()[0]})")
+    return token_stats(cfg, tokenizer)
+
+
+def method_configs(configured: Any) -> list[tuple[str, Any]]:
+    """The configured method with its own options; the others with their defaults, except that lora and
+    qlora share the LoRA options (r, alpha, targets) of whichever of them is configured."""
+    lora_options = configured.model_dump(include=set(LoraOptions.model_fields)) if _is_lora(configured) else {}
+    out = []
+    for label, name, fixed in ROWS:
+        options: dict[str, Any] = {"name": name, **(lora_options if name in ("lora", "qlora") else {})}
+        if name == configured.name:
+            options = configured.model_dump()
+        out.append((label, METHOD_MODELS[name].model_validate({**options, **fixed})))
+    return out
+
+
+def configured_label(configured: Any) -> str:
+    return f"qlora ({configured.bits}-bit)" if configured.name == "qlora" else configured.name
+
+
+@dataclass(frozen=True)
+class Setting:
+    """What every method's plan shares: the model, the data, the run's options, this machine."""
+
+    hf_config: Any
+    stats: TokenStats
+    eval_positions: int
+    sparse_lm_head: bool  # train.sparse_lm_head
+    dtype: torch.dtype
+    device: torch.device
+    rate: float  # matmul FLOP/s
+
+
+def plan_method(label: str, method_cfg: Any, setting: Setting) -> MethodPlan:
+    options = method_cfg.model_dump(exclude_none=True)
+    if method_cfg.name == "qlora" and importlib.util.find_spec("bitsandbytes") is None:
+        return MethodPlan(label, options, unavailable="needs bitsandbytes (pip install bitsandbytes)")
+    try:
+        layout = method_layout(setting.hf_config, method_cfg.name, method_cfg, setting.dtype)
+    except (ValueError, TunelabError) as err:  # e.g. freeze.trainable_layers beyond the model's depth
+        return MethodPlan(label, options, unavailable=str(err).splitlines()[0])
+    if not setting.sparse_lm_head:
+        layout = dataclasses.replace(layout, sparse_head=False)
+    compute_bytes = torch.finfo(setting.dtype).bits // 8
+    stats = setting.stats
+    return MethodPlan(
+        label,
+        options,
+        trainable=layout.trainable,
+        total=layout.total,
+        memory=estimate.estimate_memory(layout, stats, compute_bytes, setting.device.type, setting.eval_positions),
+        seconds_per_epoch=estimate.epoch_seconds(layout, stats, setting.rate),
+        seconds_per_step=estimate.step_seconds(layout, stats, setting.rate),
+    )
+
+
+def _is_lora(method_cfg: Any) -> bool:
+    return isinstance(method_cfg, LoraOptions)
+
+
+def _total(row: MethodPlan) -> int | None:
+    return row.memory.total if row.memory is not None else None
