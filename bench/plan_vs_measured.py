@@ -15,7 +15,7 @@ and the data is built, before any weights load (the figure behind planning.estim
 
 The time figures are noisy when other work shares the CPU: the script prints the load average, reports
 the fastest step after the first (wall and CPU time over threads), and the efficiency each run implies
-(planning.estimate.EFFICIENCY is calibrated from it).
+(planning.estimate.EFFICIENCY, one figure per compute dtype, is calibrated from it).
 """
 
 from __future__ import annotations
@@ -35,12 +35,13 @@ METHODS = ("full", "freeze", "lora", "qlora")
 BASE_CONFIGS = {"full": "configs/full.yaml", "freeze": "configs/freeze.yaml", "lora": "configs/lora.yaml"}
 
 
-def overrides(method: str, steps: int, batch: int, output_dir: str) -> list[str]:
+def overrides(method: str, steps: int, batch: int, output_dir: str, padding_free: str = "auto") -> list[str]:
     extra = ["method.name=qlora"] if method == "qlora" else []
     return [
         *extra,
         f"train.max_steps={steps}",
         f"train.per_device_train_batch_size={batch}",
+        f"train.padding_free={padding_free}",
         f"train.output_dir={output_dir}",
         "train.save_strategy='no'",
         "train.eval_strategy='no'",
@@ -71,7 +72,7 @@ def child_overhead() -> dict:
     return {"rss_bytes": psutil.Process().memory_info().rss, "peak_rss_bytes": peak_rss_bytes()}
 
 
-def child_train(method: str, steps: int, batch: int) -> dict:
+def child_train(method: str, steps: int, batch: int, padding_free: str) -> dict:
     import torch
     from transformers import TrainerCallback
 
@@ -95,14 +96,15 @@ def child_train(method: str, steps: int, batch: int) -> dict:
 
     clock = StepClock()
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = config.load(config_path(method), overrides(method, steps, batch, f"{tmp}/run"))
+        cfg = config.load(config_path(method), overrides(method, steps, batch, f"{tmp}/run", padding_free))
         train.run(cfg, callbacks=(clock,))
     return {"peak_rss_bytes": peak_rss_bytes(), "step_seconds": clock.wall, "step_cpu_seconds": clock.cpu}
 
 
-def run_child(what: str, steps: int, batch: int) -> dict:
+def run_child(what: str, steps: int, batch: int, padding_free: str) -> dict:
     """One measurement in a fresh process; its JSON result is the last line of its stdout."""
     cmd = [sys.executable, __file__, "--child", what, "--steps", str(steps), "--batch", str(batch)]
+    cmd += ["--padding-free", padding_free]
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     if done.returncode != 0:
         return {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"}
@@ -114,12 +116,17 @@ def main() -> None:
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--padding-free", choices=("auto", "false"), default="auto", help="train.padding_free")
     parser.add_argument("--results", type=Path, help="Read measurements from this JSON instead of running.")
     parser.add_argument("--save", type=Path, help="Write the measurements to this JSON.")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        result = child_overhead() if args.child == "overhead" else child_train(args.child, args.steps, args.batch)
+        result = (
+            child_overhead()
+            if args.child == "overhead"
+            else child_train(args.child, args.steps, args.batch, args.padding_free)
+        )
         print(json.dumps(result))
         return
     measured = json.loads(args.results.read_text()) if args.results else measure(args)
@@ -129,19 +136,24 @@ def main() -> None:
     print(table(measured))
 
 
-def estimated(method: str, steps: int, batch: int) -> dict:
+def estimated(method: str, steps: int, batch: int, padding_free: str) -> dict:
     """The plan's row for the method as configured for the measured run."""
     from tunelab import config
-    from tunelab.planning import planner
+    from tunelab.planning import estimate, planner
 
-    result = planner.plan(config.load(config_path(method), overrides(method, steps, batch, "unused")))
+    result = planner.plan(config.load(config_path(method), overrides(method, steps, batch, "unused", padding_free)))
     row = next(r for r in result.rows if r.label == result.configured)
-    return {"memory": row.memory.total, "seconds_per_step": row.seconds_per_step}
+    compute_bytes = 2 if result.compute_dtype in ("bfloat16", "float16") else 4
+    return {
+        "memory": row.memory.total,
+        "seconds_per_step": row.seconds_per_step,
+        "efficiency": estimate.efficiency(compute_bytes),
+        "dtype": result.compute_dtype,
+    }
 
 
 def table(measured: dict) -> str:
     """Markdown: estimate vs measurement per method, and the efficiency each run implies."""
-    from tunelab.planning import estimate
 
     gb = 2**30
     lines = [
@@ -160,7 +172,8 @@ def table(measured: dict) -> str:
         if "error" in run:
             lines.append(f"| {method} | not measured: {run['error']} ||||||||")
             continue
-        est = estimated(method, measured["steps"], measured["batch"])
+        # runs saved before train.padding_free existed trained padded batches
+        est = estimated(method, measured["steps"], measured["batch"], measured.get("padding_free", "false"))
         wall, cpu = (
             fastest_after_first(run["step_seconds"]),
             fastest_after_first(run.get("step_cpu_seconds", run["step_seconds"])),
@@ -169,7 +182,7 @@ def table(measured: dict) -> str:
         lines.append(
             f"| {method} | {est['memory'] / gb:.2f} GB | {run['peak_rss_bytes'] / gb:.2f} GB | {mem_ratio:.2f} | "
             f"{est['seconds_per_step']:.1f} | {wall:.1f} | {cpu:.1f} | {time_ratio:.2f} | "
-            f"{estimate.EFFICIENCY / time_ratio:.2f} |"
+            f"{est['efficiency'] / time_ratio:.2f} |"
         )
     return "\n".join(lines)
 
@@ -183,13 +196,14 @@ def fastest_after_first(values: list[float]) -> float:
 
 def measure(args: argparse.Namespace) -> dict:
     load_before = os.getloadavg()
-    runs = {"overhead": run_child("overhead", args.steps, args.batch)}
+    runs = {"overhead": run_child("overhead", args.steps, args.batch, args.padding_free)}
     for method in args.methods.split(","):
         print(f"measuring {method} ...", file=sys.stderr, flush=True)
-        runs[method] = run_child(method, args.steps, args.batch)
+        runs[method] = run_child(method, args.steps, args.batch, args.padding_free)
     return {
         "steps": args.steps,
         "batch": args.batch,
+        "padding_free": args.padding_free,
         "cpus": os.cpu_count(),
         "load_average_before": load_before,
         "load_average_after": os.getloadavg(),

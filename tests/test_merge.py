@@ -67,3 +67,16 @@ def test_export_merges_an_adapter_run_and_checks_the_gguf(tmp_path, tiny_model_d
     assert diff < 1e-4  # f32: the merged model's own logits
     bad = run_cli(["export", str(run), "--format", "onnx", "--output", str(tmp_path / "x")])
     assert bad.exit_code != 0 and "not supported" in bad.output
+
+
+def test_an_export_that_drifts_fails_and_leaves_no_file(tmp_path, tiny_model_dir):
+    from tunelab.export.run_export import RELATIVE_TOLERANCE, ExportCheckError, export_run
+
+    run = trained(tmp_path, tiny_model_dir, {"name": "lora", "r": 4})
+    out = tmp_path / "run.gguf"
+    report = export_run(str(run), out, "q8_0")  # within the q8_0 tolerance
+    assert out.exists() and 0 < report["max_abs_logit_diff"]
+    with pytest.raises(ExportCheckError, match="differ from the source"):
+        export_run(str(run), out, "q8_0", tolerance=report["max_abs_logit_diff"] / 2)
+    assert not out.exists()  # never left looking like a good export
+    assert RELATIVE_TOLERANCE["f32"] < RELATIVE_TOLERANCE["f16"] < RELATIVE_TOLERANCE["q8_0"]

@@ -76,6 +76,8 @@ def hand_stats(**changes) -> TokenStats:
         longest_row=10,
         most_trained_in_row=3,
         padded_tokens_per_epoch=40,
+        real_tokens_per_epoch=30,
+        longest_batch_tokens=18,
         trained_tokens_per_epoch=12,
         steps_per_epoch=2,
         source="data",
@@ -88,10 +90,19 @@ def test_memory_components_by_hand():
     assert (m.weights, m.gradients, m.optimizer) == (40_000, 4000, 8000)  # AdamW: 2 fp32 states
     assert m.activations == 2 * 10 * 100 + 500  # batch 2 x 10 tokens x 100 B, plus autocast's weight copies
     assert m.logits == 2 * 3 * 50 * (2 + 4 + 4)  # trained positions only: 6 x vocab x (bf16 + fp32 + fp32)
-    factor = estimate.ALLOCATOR_FACTOR["cpu"]
+    factor = estimate.ALLOCATOR_FACTOR["cpu"][2]
     assert m.step_transient == int(factor * (2500 + 3000))  # gradients (4000) reuse what backward frees
     assert m.evaluation == 0 and m.overhead == estimate.RUNTIME_OVERHEAD["cpu"]
     assert m.total == 40_000 + 8000 + m.step_transient + m.overhead
+
+
+def test_padding_free_counts_the_rows_own_tokens():
+    layout = hand_layout(padding_free=True)
+    m = estimate.estimate_memory(layout, hand_stats(), compute_bytes=2, device_type="cpu")
+    assert m.activations == 18 * 100 + 500  # the two longest rows end to end (18 tokens), not 2 x 10
+    # 30 real tokens (context: rows of 7.5 on average), not 40 padded ones
+    context = 30 / 4 / 2
+    assert estimate.epoch_flops(layout, hand_stats()) == 30 * estimate.flops_per_token(layout, context) + 12 * 1600
 
 
 def test_gradients_bigger_than_activations_set_the_step_peak():
@@ -127,9 +138,11 @@ def test_flops_and_time_by_hand():
     # 40 tokens of rows averaging 10 (context 5), 12 trained positions
     flops = 40 * 14_960 + 12 * 1600
     assert estimate.epoch_flops(layout, hand_stats()) == flops
-    assert estimate.epoch_seconds(layout, hand_stats(), 1e6) == pytest.approx(flops / (1e6 * estimate.EFFICIENCY))
-    assert estimate.step_seconds(layout, hand_stats(), 1e6) == pytest.approx(flops / (1e6 * estimate.EFFICIENCY) / 2)
-    assert estimate.epoch_seconds(layout, hand_stats(rows=None, padded_tokens_per_epoch=None), 1e6) is None
+    bf16, fp32 = estimate.EFFICIENCY[2], estimate.EFFICIENCY[4]
+    assert estimate.epoch_seconds(layout, hand_stats(), 1e6, 2) == pytest.approx(flops / (1e6 * bf16))
+    assert estimate.epoch_seconds(layout, hand_stats(), 1e6, 4) == pytest.approx(flops / (1e6 * fp32))
+    assert estimate.step_seconds(layout, hand_stats(), 1e6, 2) == pytest.approx(flops / (1e6 * bf16) / 2)
+    assert estimate.epoch_seconds(layout, hand_stats(rows=None, padded_tokens_per_epoch=None), 1e6, 2) is None
 
 
 def test_batches_are_padded_to_their_longest_row():
@@ -186,12 +199,12 @@ def test_qlora_quantized_weights_are_sized_by_bits(tiny_model_dir):
 
 
 @pytest.mark.parametrize("name", ALL_METHODS)
-def test_trainable_counts_equal_the_real_models(tiny_model_dir, name):
+def test_trainable_counts_equal_the_real_models(tiny_model_dir, smol_tokenizer, name):
     from transformers import AutoModelForCausalLM
 
     spec, cfg = methods.get(name), method_cfg(name)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=spec.load_dtype(torch.float32))
-    real = methods.count_parameters(spec.prepare(model, cfg, None))
+    real = methods.count_parameters(spec.prepare(model, cfg, smol_tokenizer))  # the tokenizer for text inits
     planned = shape.method_layout(tiny_hf_config(tiny_model_dir), name, cfg, torch.float32)
     assert (planned.trainable, planned.total) == real
 

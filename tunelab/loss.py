@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tunelab import packing
+
 # Causal LMs whose forward is `lm_head(decoder(...).last_hidden_state)` with nothing after the head.
 PLAIN_HEAD_MODEL_TYPES = {"llama", "mistral", "qwen2", "qwen3", "smollm3", "phi3", "olmo2"}
 IGNORE = -100
@@ -43,9 +45,7 @@ def trained_positions_loss(model: nn.Module, inputs: dict[str, Any], num_items_i
     by `num_items_in_batch` (all trained tokens of the accumulated batch) when given, else by this batch's."""
     inner = unwrap(model)
     labels = inputs["labels"]
-    hidden = inner.get_decoder()(
-        input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask")
-    ).last_hidden_state
+    hidden = inner.get_decoder()(**packing.decoder_inputs(inputs)).last_hidden_state  # padded or packed
     # Position t predicts token t+1: shift the labels left and keep the positions whose target is trained.
     targets = F.pad(labels, (0, 1), value=IGNORE)[:, 1:]
     keep = targets != IGNORE

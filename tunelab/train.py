@@ -60,9 +60,9 @@ def run(cfg: RunConfig, *, resume: bool = False, callbacks: tuple = ()) -> RunRe
     prepare_output_dir(cfg, run_dir, resume)
     artifacts.start(run_dir, dump(cfg))
     trainer = trainers.build(cfg, model, tokenizer, data, run_dir, device, compute_dtype, callbacks, probe)
-    output = trainer.train(resume_from_checkpoint=resume_point(run_dir, resume))
-
-    metrics = collect_metrics(trainer, output.metrics, model, data)
+    with trainer.attention():
+        output = trainer.train(resume_from_checkpoint=resume_point(run_dir, resume))
+        metrics = collect_metrics(trainer, output.metrics, model, data)
     if probe is not None:
         after_probe = score_probe(trainer.model, tokenizer, probe, "the result")
         metrics["forgetting"] = forgetting.compare(base_probe, after_probe, cfg.forgetting)

@@ -8,6 +8,7 @@ on trained positions only.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -23,28 +24,34 @@ from transformers import (
 )
 from transformers.integrations import TensorBoardCallback
 
-from tunelab import artifacts, methods
+from tunelab import artifacts, methods, packing
 from tunelab.artifacts import RunDir
 from tunelab.config.schema import RunConfig, TrainConfig
-from tunelab.errors import TrainingDivergedError
+from tunelab.errors import ConfigError, TrainingDivergedError
 from tunelab.evaluation import during_training, forgetting
 from tunelab.loss import supports_sparse_head, trained_positions_loss
-from tunelab.models.tasks import CLASSIFIER, SEQ2SEQ, model_task
+from tunelab.models.tasks import CAUSAL_LM, CLASSIFIER, SEQ2SEQ, model_task
 from tunelab.progress import LiveProgress
 
 
 class TunelabTrainer(Trainer):
-    """Trainer with two changes, both by overriding documented extension points (one level deep):
+    """Trainer with these changes, all by overriding documented extension points (one level deep):
 
     - the loss of every step is checked: NaN or infinity stops the run naming the step. Trainer's own
       `logging_nan_inf_filter` hides such losses from the logs and goes on training, which ends in a
       finished-looking model of garbage.
     - with `sparse_head`, the training loss runs the LM head on trained positions only (tunelab.loss).
+    - with `padding_free`, batches come packed (tunelab.packing) and `attention()` gives the attention they
+      need; the caller runs train/evaluate inside it.
+    - evaluations add the configured extra metrics (generation, retention probe).
     """
 
-    def __init__(self, *args: Any, sparse_head: bool = False, extra_evals: tuple = (), **kwargs: Any):
+    def __init__(
+        self, *args: Any, sparse_head: bool = False, padding_free: bool = False, extra_evals: tuple = (), **kwargs: Any
+    ):
         super().__init__(*args, **kwargs)
         self.sparse_head = sparse_head
+        self.padding_free = padding_free
         self.extra_evals = extra_evals  # functions model -> {name: value}, run at every evaluation
         if sparse_head:
             # Our loss is divided by the trained tokens of the whole accumulated batch, as transformers' own.
@@ -60,6 +67,10 @@ class TunelabTrainer(Trainer):
         if self.args.average_tokens_across_devices:
             loss = loss * self.accelerator.num_processes  # as Trainer.compute_loss does for token averaging
         return loss
+
+    def attention(self) -> contextlib.AbstractContextManager:
+        """The attention training and evaluation run under: row by row for padding-free batches."""
+        return packing.attention(self.model) if self.padding_free else contextlib.nullcontext()
 
     def evaluation_loop(
         self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"
@@ -132,13 +143,29 @@ def training_arguments(cfg: RunConfig, run_dir: RunDir, device: torch.device, dt
     )
 
 
-def collator(model, tokenizer):
+def collator(model, tokenizer, padding_free: bool = False):
+    if padding_free:
+        return packing.collator()
     if model_task(model) == CLASSIFIER:
         return DataCollatorWithPadding(tokenizer)  # labels are one class id per row
     # Right-pads input_ids with the pad id and labels with -100, so padding is never trained; for an
     # encoder-decoder it also builds the decoder inputs from the labels.
     seq2seq = model_task(model) == SEQ2SEQ
     return DataCollatorForSeq2Seq(tokenizer, model=model if seq2seq else None, padding=True, label_pad_token_id=-100)
+
+
+def use_padding_free(cfg: TrainConfig, model, method: methods.MethodSpec) -> bool:
+    """`auto` packs whenever the model and method allow it; `true` where they do not is an error."""
+    reason = None
+    if model_task(model) != CAUSAL_LM:
+        reason = "only decoder-only language models train padding-free"
+    elif not method.padding_free:
+        reason = f"{method.name} prepends soft-prompt tokens to every row, which needs padded rows"
+    elif not packing.supports(model):
+        reason = "the model's attention is not SDPA through transformers' AttentionInterface"
+    if cfg.padding_free is True and reason:
+        raise ConfigError(f"train.padding_free: true, but {reason}. Fix: set train.padding_free: auto (or false).")
+    return cfg.padding_free is not False and reason is None
 
 
 def classifier_metrics(labels: list[str]):
@@ -180,6 +207,8 @@ def build(cfg: RunConfig, model, tokenizer, data, run_dir: RunDir, device, dtype
 
     args = training_arguments(cfg, run_dir, device, dtype, data.validation is not None)
     classifier = model_task(model) == CLASSIFIER
+    method = methods.get(cfg.method.name)
+    padding_free = use_padding_free(cfg.train, model, method)
     extra: list[TrainerCallback] = [
         CheckpointMarker(),
         LiveProgress(),
@@ -192,13 +221,12 @@ def build(cfg: RunConfig, model, tokenizer, data, run_dir: RunDir, device, dtype
         args=args,
         train_dataset=data.train,
         eval_dataset=data.validation,
-        data_collator=collator(model, tokenizer),
+        data_collator=collator(model, tokenizer, padding_free),
         processing_class=tokenizer,
         callbacks=[*extra, *callbacks],
         compute_metrics=classifier_metrics(data.report.labels) if classifier else None,
-        sparse_head=cfg.train.sparse_lm_head
-        and methods.get(cfg.method.name).sparse_head
-        and supports_sparse_head(model),
+        sparse_head=cfg.train.sparse_lm_head and method.sparse_head and supports_sparse_head(model),
+        padding_free=padding_free,
         extra_evals=() if classifier else extra_evaluations(cfg, tokenizer, data, probe),
     )
     trainer.remove_callback(PrinterCallback)  # LiveProgress prints the logs

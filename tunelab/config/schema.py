@@ -126,6 +126,12 @@ class TrainConfig(Strict):
         description="Run the LM head and loss on trained (completion) tokens only: the same loss and gradients "
         "for less compute and memory. Models with logit scaling/soft-capping always use their own loss.",
     )
+    padding_free: bool | Literal["auto"] = Field(
+        "auto",
+        description="Lay each batch's rows end to end with no padding, attention kept inside each row: the same "
+        "loss and gradients for less compute when row lengths vary. `auto`: on for decoder-only models with SDPA "
+        "attention and methods that do not prepend soft prompts (prompt/prefix tuning).",
+    )
     overwrite_output_dir: bool = Field(False, description="Allow training into an output_dir that already has a run.")
 
     @field_validator("eval_strategy", "save_strategy", mode="before")

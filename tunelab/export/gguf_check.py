@@ -24,7 +24,12 @@ DEFAULT_PROMPTS = (
 
 
 def check_gguf(model_dir: Path, gguf_file: Path, prompts: list[str] | None = None) -> float:
-    """The max absolute logit difference between `model_dir` and its export `gguf_file` over `prompts`.
+    """The max absolute logit difference between `model_dir` and its export `gguf_file` over `prompts`."""
+    return compare_gguf(model_dir, gguf_file, prompts)[0]
+
+
+def compare_gguf(model_dir: Path, gguf_file: Path, prompts: list[str] | None = None) -> tuple[float, float]:
+    """(max |logit difference|, max |logit| of the source) between `model_dir` and its export over `prompts`.
 
     Raises TunelabError if the GGUF's tokenizer encodes any prompt to different ids than the source's."""
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
@@ -44,7 +49,8 @@ def check_gguf(model_dir: Path, gguf_file: Path, prompts: list[str] | None = Non
     exported = AutoModelForCausalLM.from_pretrained(
         **gguf_args, dtype=torch.float32, quantization_config=GgufConfig(dequantize=True)
     )
-    return max((a - b).abs().max().item() for a, b in zip(reference, _all_logits(exported, ids), strict=True))
+    diff = max((a - b).abs().max().item() for a, b in zip(reference, _all_logits(exported, ids), strict=True))
+    return diff, max(r.abs().max().item() for r in reference)
 
 
 def _encode(tokenizer: Any, text: str) -> torch.Tensor:

@@ -13,15 +13,17 @@ from pathlib import Path
 
 from tunelab import artifacts
 from tunelab.console import info
-from tunelab.errors import ConfigError
+from tunelab.errors import ConfigError, TunelabError
 from tunelab.export.gguf import DTYPES, export_gguf
-from tunelab.export.gguf_check import check_gguf
+from tunelab.export.gguf_check import compare_gguf
 from tunelab.export.merge import merge_run
 
 FORMATS = ("gguf",)
 
 
-def export_run(ref: str, output: Path, dtype: str = "f16", fmt: str = "gguf", check: bool = True) -> dict:
+def export_run(
+    ref: str, output: Path, dtype: str = "f16", fmt: str = "gguf", check: bool = True, tolerance: float | None = None
+) -> dict:
     if fmt not in FORMATS:
         raise ConfigError(f"--format {fmt}: not supported", [f"formats: {', '.join(FORMATS)}"])
     if dtype not in DTYPES:
@@ -31,11 +33,34 @@ def export_run(ref: str, output: Path, dtype: str = "f16", fmt: str = "gguf", ch
         export_gguf(model_dir, output, dtype)
         report = {"source": ref, "gguf": str(output), "dtype": dtype, "bytes": output.stat().st_size}
         if check:
-            report["max_abs_logit_diff"] = check_gguf(model_dir, output)
+            report["max_abs_logit_diff"], scale = compare_gguf(model_dir, output)
             diff = report["max_abs_logit_diff"]
             info(f"GGUF check: loaded back with transformers, max |logit diff| vs the source {diff:.3g}")
+            enforce(diff, scale, dtype, output, tolerance)
     info(f"wrote {output} ({report['bytes'] / 1e6:.1f} MB, {dtype})")
     return report
+
+
+# Allowed max |logit difference| as a share of the source's largest |logit|, per GGUF type: about 3-5x what
+# healthy exports measure (built-in model: f16 0.09%, q8_0 2.7%; tiny test model: q8_0 1.7%). A broken export
+# (a transposed tensor, a wrong rope layout) is off by the logits' own size.
+RELATIVE_TOLERANCE = {"f32": 1e-5, "f16": 0.005, "bf16": 0.02, "q8_0": 0.08}
+
+
+class ExportCheckError(TunelabError):
+    """The exported file's logits differ from the source's by more than the dtype's tolerance."""
+
+
+def enforce(diff: float, scale: float, dtype: str, output: Path, tolerance: float | None) -> None:
+    """Fail, and remove the file, when the export drifted: a bad GGUF must not be left looking whole."""
+    limit = tolerance if tolerance is not None else RELATIVE_TOLERANCE[dtype] * max(scale, 1.0)
+    if diff > limit:
+        output.unlink(missing_ok=True)
+        raise ExportCheckError(
+            f"{output}: the export's logits differ from the source's by {diff:.3g} (limit {limit:.3g} for {dtype}); "
+            "the file was removed",
+            ["try --dtype f16 or f32; if those fail too, please report the model's architecture"],
+        )
 
 
 def standalone_model(ref: str, scratch: Path) -> Path:

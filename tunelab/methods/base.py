@@ -51,6 +51,9 @@ class MethodSpec:
     # The training loss may run the LM head on trained positions only (tunelab.loss); soft-prompt methods
     # shift positions by their virtual tokens, so they keep peft's own loss.
     sparse_head: bool = True
+    # Batches may lay their rows end to end without padding (tunelab.packing); soft-prompt methods prepend
+    # virtual tokens to each row of a padded batch, so they cannot.
+    padding_free: bool = True
 
 
 def peft_task_type(model: nn.Module) -> str:

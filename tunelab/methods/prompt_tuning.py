@@ -30,10 +30,7 @@ def init_from_text(peft_model: Any, tokenizer: Any, text: str, n_tokens: int) ->
     """The soft prompt starts as the embeddings of `text`, repeated or cut to n_tokens, as peft's TEXT init
     does. Ours because peft's reloads the tokenizer by name, which fails for a tokenizer read from a GGUF
     or a local-only model; we have the tokenizer in hand."""
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    if not ids:
-        raise ValueError("method.init_text has no tokens")
-    ids = (ids * math.ceil(n_tokens / len(ids)))[:n_tokens]
+    ids = _text_ids(tokenizer, text, n_tokens)
     embeddings = peft_model.get_base_model().get_input_embeddings()
     with torch.no_grad():
         vectors = embeddings(torch.tensor(ids, device=embeddings.weight.device))
@@ -47,12 +44,47 @@ def prepare_prefix(model: nn.Module, method_cfg: PrefixTuningMethod, tokenizer: 
         prefix_projection=method_cfg.projection,
         task_type=peft_task_type(model),
     )
-    return get_peft_model(model, config)
+    peft_model = get_peft_model(model, config)
+    # Decoder-only models: an encoder-decoder's or a classifier's forward returns no such cache.
+    if method_cfg.init_text and not method_cfg.projection and config.task_type == "CAUSAL_LM":
+        init_prefix_from_text(peft_model, tokenizer, method_cfg.init_text, method_cfg.num_virtual_tokens)
+    return peft_model
+
+
+def init_prefix_from_text(peft_model: Any, tokenizer: Any, text: str, n_tokens: int) -> None:
+    """The prefix starts as the keys and values the frozen model itself computes for `text` (repeated or cut to
+    n_tokens), so training starts near the base model instead of from random attention targets. peft has no
+    such init for prefixes. Its embedding row per virtual token is [layer][key|value][kv head][head dim]."""
+    ids = _text_ids(tokenizer, text, n_tokens)
+    base = peft_model.get_base_model()
+    prefix = peft_model.prompt_encoder[peft_model.active_adapter].embedding.weight
+    with torch.no_grad():
+        cache = base(input_ids=torch.tensor([ids], device=prefix.device), use_cache=True).past_key_values
+        per_layer = [torch.stack([layer.keys[0], layer.values[0]]) for layer in cache.layers]  # [2, heads, n, dim]
+        rows = torch.stack(per_layer).permute(3, 0, 1, 2, 4)  # [n, layers, 2, heads, dim]
+        prefix.copy_(rows.reshape(n_tokens, -1).to(prefix.dtype))
+
+
+def _text_ids(tokenizer: Any, text: str, n_tokens: int) -> list[int]:
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if not ids:
+        raise ValueError("method.init_text has no tokens")
+    return (ids * math.ceil(n_tokens / len(ids)))[:n_tokens]
 
 
 PROMPT_TUNING = MethodSpec(
-    name="prompt_tuning", artifact="adapter", load_dtype=frozen_base_dtype, prepare=prepare_prompt, sparse_head=False
+    name="prompt_tuning",
+    artifact="adapter",
+    load_dtype=frozen_base_dtype,
+    prepare=prepare_prompt,
+    sparse_head=False,
+    padding_free=False,
 )
 PREFIX_TUNING = MethodSpec(
-    name="prefix_tuning", artifact="adapter", load_dtype=frozen_base_dtype, prepare=prepare_prefix, sparse_head=False
+    name="prefix_tuning",
+    artifact="adapter",
+    load_dtype=frozen_base_dtype,
+    prepare=prepare_prefix,
+    sparse_head=False,
+    padding_free=False,
 )

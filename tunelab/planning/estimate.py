@@ -2,14 +2,15 @@
 
     memory = estimate_memory(layout, stats, compute_bytes=2, device_type="cpu")
     memory.total, memory.as_dict()
-    seconds = epoch_seconds(layout, stats, matmul_flops_per_second)   # None when the row count is unknown
+    seconds = epoch_seconds(layout, stats, matmul_flops_per_second, compute_bytes=2)   # None: row count unknown
 
 Peak memory is what is alive at the worst moment of a step after the first (the optimizer states exist
 by then), plus what an evaluation adds on top:
 
     weights     every weight at the dtype it is held in (shape.Layout.weight_bytes)
     optimizer   AdamW: two states per trainable weight, at its dtype
-    activations the batch's tokens x the bytes saved per token (activations.py), plus the compute-dtype
+    activations the batch's tokens (padded, or its rows end to end when padding-free) x the bytes saved per
+                token (activations.py), plus the compute-dtype
                 copies autocast keeps of fp32 weights
     logits      positions that get logits x vocab x (compute dtype + fp32 upcast + fp32 log-softmax)
     gradients   one per trainable weight; backward fills them as it frees activations, so the step holds
@@ -23,8 +24,8 @@ through its heap), so the resident set grows well past the live tensors. Measure
 the live bytes a lora or qlora step adds (glibc mallinfo2) are the activation account's within 4%, while
 RSS grows 1.3x-1.9x as much depending on the method; 1.75 is the activation-weighted mean (docs/planning.md).
 
-Time is FLOPs over the measured matmul rate (machine.py) times one efficiency factor (EFFICIENCY),
-calibrated on measured runs (bench/plan_vs_measured.py, docs/planning.md).
+Time is FLOPs over the measured matmul rate (machine.py) times an efficiency factor (EFFICIENCY, one per
+compute dtype size), calibrated on measured runs (bench/plan_vs_measured.py, docs/planning.md).
 """
 
 from __future__ import annotations
@@ -44,15 +45,19 @@ RUNTIME_OVERHEAD = {"cpu": 636 * 2**20, "mps": 636 * 2**20}
 # machine has no GPU); host RAM is not what runs out there.
 CUDA_CONTEXT = 512 * 2**20
 ADAM_STATES = 2
-# Resident memory per live byte of activations (CPU, glibc malloc); calibrated in docs/planning.md. Not
-# measured on GPUs (none here): the CUDA caching allocator is taken as exact.
-ALLOCATOR_FACTOR = {"cpu": 1.75, "mps": 1.75, "cuda": 1.0}
+# Resident memory per live byte of activations (CPU, glibc malloc), by compute dtype size; calibrated in
+# docs/planning.md: 1.75 with bf16 compute (a Zen 4 CPU), 1.1 with fp32 compute (a Zen 1 CPU without native
+# bf16; fp32 activations are twice as big, and glibc serves more of them by mmap, which frees for real).
+# Not measured on GPUs (none here): the CUDA caching allocator is taken as exact.
+ALLOCATOR_FACTOR = {"cpu": {2: 1.75, 4: 1.1}, "mps": {2: 1.75, 4: 1.1}, "cuda": {2: 1.0, 4: 1.0}}
 # The built-in retention probe's longest text in tokens (SmolLM2 tokenizer), scored in batches of 8.
 PROBE_BATCH_TOKENS = 8 * 192
 FP32 = 4
 # Achieved share of the measured matmul rate over a whole training step (norms, attention, elementwise
-# ops, the optimizer, data collation included). Calibrated: see docs/planning.md.
-EFFICIENCY = 0.34
+# ops, the optimizer, data collation included), by compute dtype size. Calibrated in docs/planning.md: 0.34
+# with bf16 compute (Zen 4: fast bf16 matmuls, so casts and elementwise work weigh more), 0.82 with fp32
+# compute (Zen 1: slow fp32 matmuls dominate the step).
+EFFICIENCY = {2: 0.34, 4: 0.82}
 
 
 @dataclass(frozen=True)
@@ -79,10 +84,10 @@ def estimate_memory(
 ) -> MemoryEstimate:
     """Peak memory of a training step with the biggest batch the data can produce, then an evaluation batch
     of `eval_positions` tokens (0: the run evaluates nothing)."""
-    batch_tokens = stats.batch_size * (stats.longest_row + layout.extra_tokens)
+    batch_tokens = train_batch_tokens(layout, stats)
     activations = batch_tokens * layout.saved_bytes_per_token + layout.cast_copy_bytes
     logits = logit_positions(layout, stats) * layout.vocab_size * (compute_bytes + 2 * FP32)
-    factor = ALLOCATOR_FACTOR.get(device_type, ALLOCATOR_FACTOR["cpu"])
+    factor = allocator_factor(device_type, compute_bytes)
     return MemoryEstimate(
         weights=layout.weight_bytes,
         gradients=layout.trainable_bytes,
@@ -93,6 +98,15 @@ def estimate_memory(
         evaluation=eval_positions * layout.vocab_size * (compute_bytes + 2 * FP32),
         overhead=CUDA_CONTEXT if device_type == "cuda" else RUNTIME_OVERHEAD.get(device_type, RUNTIME_OVERHEAD["cpu"]),
     )
+
+
+def allocator_factor(device_type: str, compute_bytes: int) -> float:
+    by_dtype = ALLOCATOR_FACTOR.get(device_type, ALLOCATOR_FACTOR["cpu"])
+    return by_dtype[4] if compute_bytes >= 4 else by_dtype[2]
+
+
+def efficiency(compute_bytes: int) -> float:
+    return EFFICIENCY[4] if compute_bytes >= 4 else EFFICIENCY[2]
 
 
 def evaluation_positions(cfg: RunConfig, stats: TokenStats) -> int:
@@ -106,11 +120,19 @@ def evaluation_positions(cfg: RunConfig, stats: TokenStats) -> int:
     return positions
 
 
+def train_batch_tokens(layout: Layout, stats: TokenStats) -> int:
+    """Tokens of the biggest training batch: its longest rows end to end when padding-free, else batch size
+    x (the longest row + any virtual tokens)."""
+    if layout.padding_free:
+        return stats.longest_batch_tokens
+    return stats.batch_size * (stats.longest_row + layout.extra_tokens)
+
+
 def logit_positions(layout: Layout, stats: TokenStats) -> int:
     """With the sparse LM head only trained positions get logits (tunelab.loss); else every position."""
     if layout.sparse_head:
         return stats.peak_trained_tokens
-    return stats.batch_size * (stats.longest_row + layout.extra_tokens)
+    return train_batch_tokens(layout, stats)
 
 
 def flops_per_token(layout: Layout, context: float) -> float:
@@ -135,22 +157,27 @@ def head_flops_per_position(layout: Layout) -> float:
 
 
 def epoch_flops(layout: Layout, stats: TokenStats) -> float | None:
-    if stats.padded_tokens_per_epoch is None or stats.rows is None:
+    if stats.padded_tokens_per_epoch is None or stats.real_tokens_per_epoch is None or stats.rows is None:
         return None
-    tokens = stats.padded_tokens_per_epoch + stats.rows * layout.extra_tokens
+    computed = stats.real_tokens_per_epoch if layout.padding_free else stats.padded_tokens_per_epoch
+    tokens = computed + stats.rows * layout.extra_tokens
     mean_row = tokens / stats.rows
     positions = stats.trained_tokens_per_epoch if layout.sparse_head else tokens
     return tokens * flops_per_token(layout, mean_row / 2) + positions * head_flops_per_position(layout)
 
 
-def epoch_seconds(layout: Layout, stats: TokenStats, matmul_flops_per_second: float) -> float | None:
+def epoch_seconds(
+    layout: Layout, stats: TokenStats, matmul_flops_per_second: float, compute_bytes: int
+) -> float | None:
     """Seconds per epoch at the calibrated share of this machine's matmul rate (None: rows unknown)."""
     flops = epoch_flops(layout, stats)
-    return None if flops is None else flops / (matmul_flops_per_second * EFFICIENCY)
+    return None if flops is None else flops / (matmul_flops_per_second * efficiency(compute_bytes))
 
 
-def step_seconds(layout: Layout, stats: TokenStats, matmul_flops_per_second: float) -> float | None:
-    epoch = epoch_seconds(layout, stats, matmul_flops_per_second)
+def step_seconds(
+    layout: Layout, stats: TokenStats, matmul_flops_per_second: float, compute_bytes: int
+) -> float | None:
+    epoch = epoch_seconds(layout, stats, matmul_flops_per_second, compute_bytes)
     return None if epoch is None or not stats.steps_per_epoch else epoch / stats.steps_per_epoch
 
 

@@ -46,12 +46,17 @@ def matmul_rate(device: torch.device, dtype: torch.dtype, seconds: float = MEASU
     return rate
 
 
-def measure_matmul_rate(device: torch.device, dtype: torch.dtype, seconds: float = MEASURE_SECONDS) -> float:
+def measure_matmul_rate(
+    device: torch.device,
+    dtype: torch.dtype,
+    seconds: float = MEASURE_SECONDS,
+    shape: tuple[int, int, int] = MATMUL_SHAPE,
+) -> float:
     """Repeat the matmul for about `seconds` (after one warm-up) and return FLOP/s.
 
     On CPU the time is this process's CPU time over its threads, not wall time: the machine may be
     shared, and a plan is for a run that has the cores to itself."""
-    m, k, n = MATMUL_SHAPE
+    m, k, n = shape
     a = torch.randn(m, k, device=device, dtype=dtype)
     b = torch.randn(k, n, device=device, dtype=dtype)
     _sync(device, a @ b)

@@ -79,6 +79,7 @@ def plan(cfg: RunConfig) -> Plan:
         stats=stats,
         eval_positions=estimate.evaluation_positions(cfg, stats),
         sparse_lm_head=cfg.train.sparse_lm_head,
+        padding_free=cfg.train.padding_free is not False,
         dtype=compute_dtype,
         device=device,
         rate=machine.matmul_rate(device, compute_dtype),
@@ -154,6 +155,7 @@ class Setting:
     stats: TokenStats
     eval_positions: int
     sparse_lm_head: bool  # train.sparse_lm_head
+    padding_free: bool  # train.padding_free is not false
     dtype: torch.dtype
     device: torch.device
     rate: float  # matmul FLOP/s
@@ -169,6 +171,8 @@ def plan_method(label: str, method_cfg: Any, setting: Setting) -> MethodPlan:
         return MethodPlan(label, options, unavailable=str(err).splitlines()[0])
     if not setting.sparse_lm_head:
         layout = dataclasses.replace(layout, sparse_head=False)
+    if not setting.padding_free:
+        layout = dataclasses.replace(layout, padding_free=False)
     compute_bytes = torch.finfo(setting.dtype).bits // 8
     stats = setting.stats
     return MethodPlan(
@@ -177,8 +181,8 @@ def plan_method(label: str, method_cfg: Any, setting: Setting) -> MethodPlan:
         trainable=layout.trainable,
         total=layout.total,
         memory=estimate.estimate_memory(layout, stats, compute_bytes, setting.device.type, setting.eval_positions),
-        seconds_per_epoch=estimate.epoch_seconds(layout, stats, setting.rate),
-        seconds_per_step=estimate.step_seconds(layout, stats, setting.rate),
+        seconds_per_epoch=estimate.epoch_seconds(layout, stats, setting.rate, compute_bytes),
+        seconds_per_step=estimate.step_seconds(layout, stats, setting.rate, compute_bytes),
     )
 
 

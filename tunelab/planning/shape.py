@@ -81,6 +81,7 @@ class Layout:
     vocab_size: int  # LM head rows: logits per position
     head_trainable: bool
     extra_tokens: int  # virtual tokens prompt tuning adds to every row
+    padding_free: bool = False  # batches are the rows end to end, no padding (tunelab.packing)
 
 
 def method_layout(hf_config: Any, method_name: str, method_cfg: Any, compute_dtype: torch.dtype) -> Layout:
@@ -153,6 +154,7 @@ def read_layout(
         vocab_size=head.out_features,
         head_trainable=head.weight.requires_grad,
         extra_tokens=getattr(method_cfg, "num_virtual_tokens", 0) if method_cfg.name == "prompt_tuning" else 0,
+        padding_free=spec.padding_free,  # for a decoder-only model (the planner's only kind) with SDPA attention
     )
 
 

@@ -27,6 +27,8 @@ class TokenStats:
     longest_row: int  # tokens; a batch is padded to its longest row
     most_trained_in_row: int  # trained (completion) tokens of the row that has most
     padded_tokens_per_epoch: int | None  # sum over batches of batch size x longest row in it
+    real_tokens_per_epoch: int | None  # the rows' own tokens: what a padding-free batch computes
+    longest_batch_tokens: int  # the longest rows of one batch laid end to end (padding-free worst case)
     trained_tokens_per_epoch: int | None
     steps_per_epoch: int | None  # optimizer steps (gradient accumulation included)
     source: str  # "data" or why lengths were assumed
@@ -60,7 +62,7 @@ def token_stats(cfg: RunConfig, tokenizer: Any) -> TokenStats:
 
 
 def from_lengths(lengths: list[int], trained: list[int], batch_size: int, cfg: RunConfig) -> TokenStats:
-    """Batches as the trainer draws them (shuffled, padded to their longest row), with the run's seed."""
+    """Batches as the trainer draws them (shuffled with the run's seed), padded to their longest row or not."""
     order = list(range(len(lengths)))
     random.Random(cfg.train.seed).shuffle(order)
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
@@ -71,6 +73,8 @@ def from_lengths(lengths: list[int], trained: list[int], batch_size: int, cfg: R
         longest_row=max(lengths),
         most_trained_in_row=max(trained),
         padded_tokens_per_epoch=sum(len(b) * max(lengths[i] for i in b) for b in batches),
+        real_tokens_per_epoch=sum(lengths),
+        longest_batch_tokens=sum(sorted(lengths)[-batch_size:]),  # any shuffle may put them together
         trained_tokens_per_epoch=sum(trained),
         steps_per_epoch=max(1, len(batches) // accumulation),
         source="data",
@@ -86,6 +90,8 @@ def assumed_stats(cfg: RunConfig, reason: str) -> TokenStats:
         longest_row=n,
         most_trained_in_row=n,
         padded_tokens_per_epoch=None,
+        real_tokens_per_epoch=None,
+        longest_batch_tokens=cfg.train.per_device_train_batch_size * n,
         trained_tokens_per_epoch=None,
         steps_per_epoch=None,
         source=f"{reason}; assumed {n} tokens per row (train.max_seq_length)",
