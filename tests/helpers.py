@@ -55,3 +55,12 @@ def run_cli(args: list[str]):
     codes set); `result.output` holds stdout and stderr."""
     command = click.Command("tunelab", callback=lambda: cli.main(args))
     return CliRunner().invoke(command, [], catch_exceptions=True)
+
+
+def train_and_read_losses(tmp_path: Path, model_dir: Path, **config: Any) -> list[float]:
+    """Train through the CLI with a config from write_config(**config); the logged loss of every step."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    result = run_cli(["train", str(write_config(tmp_path, model_dir, **config))])
+    assert result.exit_code == 0, result.output
+    state = json.loads((tmp_path / "run" / "trainer_state.json").read_text())
+    return [h["loss"] for h in state["log_history"] if "loss" in h]

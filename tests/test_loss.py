@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, DataCollatorForSeq2Seq, GPT2Config, GPT2LMHeadModel
 
-from tests.helpers import run_cli, write_config
+from tests.helpers import train_and_read_losses, write_config
 from tunelab import config, data
 from tunelab.loss import supports_sparse_head, trained_positions_loss
 
@@ -66,15 +64,10 @@ def test_training_with_it_matches_training_without(tmp_path, tiny_model_dir):
     results = {}
     for sparse in (True, False):
         sub = tmp_path / str(sparse)
-        sub.mkdir()
         train = {"max_steps": 6, "learning_rate": 1e-2, "gradient_accumulation_steps": 2, "sparse_lm_head": sparse}
-        cfg = write_config(
-            sub, tiny_model_dir, method={"name": "full"}, train={**train, "per_device_train_batch_size": 3}
-        )
-        assert run_cli(["train", str(cfg)]).exit_code == 0
-        state = json.loads((sub / "run" / "trainer_state.json").read_text())
-        weights = AutoModelForCausalLM.from_pretrained(sub / "run" / "model").state_dict()
-        results[sparse] = ([h["loss"] for h in state["log_history"] if "loss" in h], weights)
+        train["per_device_train_batch_size"] = 3
+        losses = train_and_read_losses(sub, tiny_model_dir, method={"name": "full"}, train=train)
+        results[sparse] = (losses, AutoModelForCausalLM.from_pretrained(sub / "run" / "model").state_dict())
     (loss_on, w_on), (loss_off, w_off) = results[True], results[False]
     assert loss_on == pytest.approx(loss_off, rel=1e-4)
     for name in w_off:

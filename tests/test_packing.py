@@ -8,13 +8,14 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, DataCollatorForSeq2Seq
 
-from tests.helpers import memorizable_rows, run_cli, write_config, write_jsonl
+from tests.helpers import memorizable_rows, train_and_read_losses, write_config, write_jsonl
 from tunelab import config, data, packing
 from tunelab.loss import trained_positions_loss
 
 
 def varied_data(tmp_path) -> dict:
     """Rows of different lengths, so the padded batch has padding."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     rows = [{**r, "prompt": r["prompt"] + " Be quick." * i} for i, r in enumerate(memorizable_rows())]
     return {"train": str(write_jsonl(tmp_path / "varied.jsonl", rows))}
 
@@ -101,12 +102,8 @@ def test_training_packed_matches_training_padded(tmp_path, tiny_model_dir):
     losses = {}
     for padding_free in (True, False):
         sub = tmp_path / str(padding_free)
-        sub.mkdir()
         train = {"max_steps": 4, "learning_rate": 1e-2, "per_device_train_batch_size": 3, "padding_free": padding_free}
-        cfg = write_config(sub, tiny_model_dir, train=train, data=varied_data(sub))
-        assert run_cli(["train", str(cfg)]).exit_code == 0
-        state = json.loads((sub / "run" / "trainer_state.json").read_text())
-        losses[padding_free] = [h["loss"] for h in state["log_history"] if "loss" in h]
+        losses[padding_free] = train_and_read_losses(sub, tiny_model_dir, train=train, data=varied_data(sub))
         saved = json.loads((sub / "run" / "adapter" / "adapter_config.json").read_text())
         assert "tunelab" not in json.dumps(saved)  # nothing saved names our attention
     assert losses[True] == pytest.approx(losses[False], rel=1e-4)
