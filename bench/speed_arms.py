@@ -56,6 +56,17 @@ def labelled(tokenizer: Any, row: dict[str, str]) -> tuple[torch.Tensor, torch.T
     return torch.tensor(ids), torch.tensor(labels)
 
 
+def answer_only(labels: torch.Tensor, eos_id: int) -> torch.Tensor:
+    """The labels up to and including the answer's end-of-turn token. Templates may add text after it (SmolLM2's
+    adds a newline) that generation never produces, since it stops at end-of-turn; the arms differ in whether
+    they train it (tunelab ends the row at end-of-turn), so the held-out loss leaves it out for every arm."""
+    ends = (labels == eos_id).nonzero()
+    if len(ends):
+        labels = labels.clone()
+        labels[int(ends[-1]) + 1 :] = -100
+    return labels
+
+
 def pad_batch(pairs: list[tuple[torch.Tensor, torch.Tensor]], pad_id: int) -> dict[str, torch.Tensor]:
     """Right-pad to the longest row of the batch."""
     width = max(len(ids) for ids, _ in pairs)
@@ -69,11 +80,12 @@ def pad_batch(pairs: list[tuple[torch.Tensor, torch.Tensor]], pad_id: int) -> di
 
 @torch.no_grad()
 def heldout_loss(model: Any, tokenizer: Any, rows: list[dict[str, str]]) -> float:
-    """Mean cross-entropy per completion token over the held-out rows, one row at a time, in fp32."""
+    """Mean cross-entropy per answer token (end-of-turn included) over the held-out rows, one row at a time, fp32."""
     model = model.float().eval()
     total, count = 0.0, 0
     for row in rows:
         ids, labels = labelled(tokenizer, row)
+        labels = answer_only(labels, tokenizer.eos_token_id)
         out = model(input_ids=ids[None].to(model.device), labels=labels[None].to(model.device))
         trained = int((labels[1:] != -100).sum())
         total, count = total + out.loss.item() * trained, count + trained

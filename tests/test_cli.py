@@ -138,3 +138,21 @@ def test_models_lists_the_builtin(monkeypatch, tmp_path):
     result = run_cli(["models"])
     assert result.exit_code == 0, result.output
     assert "smollm2-135m-instruct" in result.output
+
+
+def test_generate_on_a_plain_model_does_not_import_peft_or_datasets(tiny_model_dir):
+    """`tunelab generate` starts fast: peft (+ bitsandbytes) and datasets cost ~6 s of import on a 2-core CPU
+    and a plain model needs neither. A fresh interpreter, as the command runs."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from tunelab import generate_cli; "
+        "from tunelab.generation import Decoding; "
+        f"loaded = generate_cli.load({str(tiny_model_dir)!r}, None, 'cpu', None); "
+        "generate_cli.print_streamed(loaded, 'Hi', Decoding(max_new_tokens=3), None); "
+        "print(sorted(m for m in ('peft', 'datasets', 'bitsandbytes', 'trl') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"

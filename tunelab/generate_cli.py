@@ -97,12 +97,12 @@ def run_generate(
         )
     prompts = [(prompt, None)] if prompt is not None else read_prompts(input_path)
     loaded = load(model_ref, adapter, device, dtype)
+    if prompt is not None and output_path is None:
+        print_streamed(loaded, prompt, dec, system or loaded.system)
+        return
     start = time.perf_counter()
     outputs = generate_by_adapter(loaded, prompts, dec, system, batch_size=batch_size, progress=len(prompts) > 1)
     info(f"{len(prompts)} prompt(s) in {time.perf_counter() - start:.1f} s")
-    if prompt is not None and output_path is None:
-        print(outputs[0])
-        return
     lines = "".join(
         json.dumps({"prompt": p, "output": o} | ({"adapter": a} if a else {})) + "\n"
         for (p, a), o in zip(prompts, outputs, strict=True)
@@ -112,6 +112,16 @@ def run_generate(
     else:
         artifacts.write_text(Path(output_path), lines)
         info(f"wrote {len(outputs)} rows to {output_path}")
+
+
+def print_streamed(loaded: Loaded, prompt: Any, dec: Decoding, system: str | None) -> str:
+    """Print the answer piece by piece as it is generated (the first words show while the rest decode)."""
+    pieces = []
+    for piece in stream(loaded.model, loaded.tokenizer, prompt, dec, template=loaded.template, system=system):
+        print(piece, end="", flush=True)
+        pieces.append(piece)
+    print()
+    return "".join(pieces)
 
 
 def run_chat(model_ref: str, dec: Decoding, *, system: str | None, device: str, dtype: str, adapter=None) -> None:
@@ -133,11 +143,5 @@ def run_chat(model_ref: str, dec: Decoding, *, system: str | None, device: str, 
             continue
         history.append({"role": "user", "content": user})
         print("assistant> ", end="", flush=True)
-        pieces = []
-        for piece in stream(
-            loaded.model, loaded.tokenizer, history, dec, template=loaded.template, system=system or loaded.system
-        ):
-            print(piece, end="", flush=True)
-            pieces.append(piece)
-        print()
-        history.append({"role": "assistant", "content": "".join(pieces)})
+        answer = print_streamed(loaded, history, dec, system or loaded.system)
+        history.append({"role": "assistant", "content": answer})

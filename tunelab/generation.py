@@ -132,7 +132,7 @@ def generation_kwargs(model: Any, tokenizer: Any, decoding: Decoding) -> dict[st
 def stream(
     model: Any,
     tokenizer: Any,
-    messages: list[Message],
+    prompt: Prompt,
     decoding: Decoding = Decoding(),
     *,
     template: str = "auto",
@@ -142,7 +142,7 @@ def stream(
     from transformers import StoppingCriteriaList, TextIteratorStreamer
 
     input_ids, attention_mask = left_pad(
-        [encode_prompt(tokenizer, messages, template, system)], tokenizer.pad_token_id, model.device
+        [encode_prompt(tokenizer, prompt, template, system)], tokenizer.pad_token_id, model.device
     )
     streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
     stop = threading.Event()

@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass, field
-from typing import Any
-
-import datasets
+from typing import TYPE_CHECKING, Any
 
 from tunelab.config import RunConfig
 from tunelab.data.encode import Encoded, check_lengths, check_tokenizer, encode_rows, examples, template_name
 from tunelab.data.problems import Problem, resolve
 from tunelab.data.rows import RowSet, collect
 from tunelab.errors import DataError
+
+if TYPE_CHECKING:
+    import datasets
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,8 @@ def build(cfg: RunConfig, tokenizer: Any) -> BuiltData:
         log.warning("skipped %d bad row(s): %s", sum(skipped.values()), skipped)
     if not encoded["train"]:
         raise DataError("no training rows left", [f"{cfg.data.train}: every row was bad; see the skipped counts"])
+    import datasets  # here: ~1.3 s of import that reading or generating (which use this package) must not pay
+
     max_len = cfg.train.max_seq_length
     train = datasets.Dataset.from_dict(examples(encoded["train"], rows.format, max_len))
     validation = None

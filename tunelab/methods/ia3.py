@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from peft import IA3Config, get_peft_model
 from torch import nn
 
 from tunelab.config.methods import Ia3Method
@@ -13,6 +12,10 @@ from tunelab.methods.base import MethodSpec, frozen_base_dtype, peft_task_type
 
 
 def prepare(model: nn.Module, method_cfg: Ia3Method, tokenizer: Any = None) -> nn.Module:
+    # Imported here, not at the top: peft (and bitsandbytes behind it) takes ~4 s to import, which
+    # `tunelab generate` on a plain model or a merged run must not pay.
+    from peft import IA3Config, get_peft_model
+
     config = IA3Config(
         target_modules=method_cfg.target_modules,
         feedforward_modules=method_cfg.feedforward_modules,

@@ -6,16 +6,22 @@ fp32 copy, and the matmuls read half the bytes. peft keeps the adapter weights i
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from peft import LoraConfig, get_peft_model
 from torch import nn
 
 from tunelab.config.methods import LoraOptions
 from tunelab.methods.base import MethodSpec, frozen_base_dtype, peft_task_type
 
+if TYPE_CHECKING:
+    from peft import LoraConfig
+
 
 def peft_config(method_cfg: LoraOptions, task_type: str = "CAUSAL_LM") -> LoraConfig:
+    # Imported here, not at the top: peft (and bitsandbytes behind it) takes ~4 s to import, which
+    # `tunelab generate` on a plain model or a merged run must not pay.
+    from peft import LoraConfig
+
     return LoraConfig(
         r=method_cfg.r,
         lora_alpha=method_cfg.alpha,
@@ -28,6 +34,8 @@ def peft_config(method_cfg: LoraOptions, task_type: str = "CAUSAL_LM") -> LoraCo
 
 
 def prepare(model: nn.Module, method_cfg: LoraOptions, tokenizer: Any = None) -> nn.Module:
+    from peft import get_peft_model
+
     return get_peft_model(model, peft_config(method_cfg, peft_task_type(model)))
 
 

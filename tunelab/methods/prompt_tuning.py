@@ -11,7 +11,6 @@ import math
 from typing import Any
 
 import torch
-from peft import PrefixTuningConfig, PromptTuningConfig, get_peft_model
 from torch import nn
 
 from tunelab.config.methods import PrefixTuningMethod, PromptTuningMethod
@@ -19,6 +18,10 @@ from tunelab.methods.base import MethodSpec, frozen_base_dtype, peft_task_type
 
 
 def prepare_prompt(model: nn.Module, method_cfg: PromptTuningMethod, tokenizer: Any = None) -> nn.Module:
+    # Imported here, not at the top: peft (and bitsandbytes behind it) takes ~4 s to import, which
+    # `tunelab generate` on a plain model or a merged run must not pay.
+    from peft import PromptTuningConfig, get_peft_model
+
     config = PromptTuningConfig(num_virtual_tokens=method_cfg.num_virtual_tokens, task_type="CAUSAL_LM")
     peft_model = get_peft_model(model, config)
     if method_cfg.init_text:
@@ -39,6 +42,8 @@ def init_from_text(peft_model: Any, tokenizer: Any, text: str, n_tokens: int) ->
 
 
 def prepare_prefix(model: nn.Module, method_cfg: PrefixTuningMethod, tokenizer: Any = None) -> nn.Module:
+    from peft import PrefixTuningConfig, get_peft_model
+
     config = PrefixTuningConfig(
         num_virtual_tokens=method_cfg.num_virtual_tokens,
         prefix_projection=method_cfg.projection,

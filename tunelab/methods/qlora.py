@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from peft import get_peft_model, prepare_model_for_kbit_training
 from torch import nn
 
 from tunelab.config.methods import QLoraMethod
@@ -61,6 +60,10 @@ def attach(model: nn.Module, adapter_dir: Path, name: str) -> nn.Module:
 
 
 def prepare(model: nn.Module, method_cfg: QLoraMethod, tokenizer: Any = None) -> nn.Module:
+    # Imported here, not at the top: peft (and bitsandbytes behind it) takes ~4 s to import, which
+    # `tunelab generate` on a plain model or a merged run must not pay.
+    from peft import get_peft_model, prepare_model_for_kbit_training
+
     keep_one_layout(model)
     # Casts the small non-quantized weights (norms) to fp32 for stable training. Gradient checkpointing
     # (peft's default here) costs a third of a step; it is for when memory is short, not by default.
