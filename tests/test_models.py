@@ -30,6 +30,7 @@ from tunelab.models import (
     load_tokenizer,
     model_dir,
     models_table,
+    pick_attention,
     pick_device,
     pick_dtype,
     resolve,
@@ -480,3 +481,35 @@ def test_custom_code_needs_trust_remote_code(tiny_model_dir, tmp_path):
     (custom / "config.json").write_text(json.dumps(config))
     with pytest.raises(ConfigError, match="set model.trust_remote_code=true"):
         load_model(ModelConfig(name=str(custom)), dtype=torch.float32, device=torch.device("cpu"))
+
+
+@pytest.mark.parametrize(
+    ("device", "dtype", "installed", "expected"),
+    [
+        ("cuda", torch.bfloat16, True, "flash_attention_2"),
+        ("cuda", torch.float16, True, "flash_attention_2"),
+        ("cuda", torch.float32, True, None),  # the flash kernels take half precision only
+        ("cuda", torch.bfloat16, False, None),
+        ("cpu", torch.bfloat16, True, None),
+        ("mps", torch.float32, True, None),
+    ],
+)
+def test_pick_attention_auto_takes_flash_attention_only_where_it_runs(monkeypatch, device, dtype, installed, expected):
+    monkeypatch.setattr(devices, "flash_attention_installed", lambda: installed)
+    assert pick_attention("auto", torch.device(device), dtype) == expected
+
+
+def test_pick_attention_explicit_flash_where_it_cannot_run_is_a_config_error(monkeypatch):
+    monkeypatch.setattr(devices, "flash_attention_installed", lambda: False)
+    with pytest.raises(ConfigError, match="CUDA GPU in bfloat16/float16 only"):
+        pick_attention("flash_attention_2", torch.device("cpu"), torch.float32)
+    with pytest.raises(ConfigError, match="pip install flash-attn"):
+        pick_attention("flash_attention_2", torch.device("cuda"), torch.bfloat16)
+    assert pick_attention("eager", torch.device("cpu"), torch.float32) == "eager"
+
+
+def test_model_attention_reaches_the_loaded_model(tiny_model_dir):
+    cfg = ModelConfig(name=str(tiny_model_dir), device="cpu", attention="eager")
+    assert load_model(cfg).config._attn_implementation == "eager"
+    default = load_model(ModelConfig(name=str(tiny_model_dir), device="cpu"))
+    assert default.config._attn_implementation == "sdpa"  # auto on a CPU: transformers' default

@@ -107,3 +107,29 @@ def test_training_packed_matches_training_padded(tmp_path, tiny_model_dir):
         saved = json.loads((sub / "run" / "adapter" / "adapter_config.json").read_text())
         assert "tunelab" not in json.dumps(saved)  # nothing saved names our attention
     assert losses[True] == pytest.approx(losses[False], rel=1e-4)
+
+
+def test_padding_free_follows_the_attention_the_model_runs(tiny_model_dir):
+    """auto: on for SDPA (our row-by-row kernel inside `attention`) and flash attention (transformers packs
+    natively, left untouched); off for eager attention, where `padding_free: true` is a clean error."""
+    from tunelab import methods
+    from tunelab.config.schema import TrainConfig
+    from tunelab.errors import ConfigError
+    from tunelab.trainer import use_padding_free
+
+    lora, auto = methods.get("lora"), TrainConfig(output_dir="x")
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    assert use_padding_free(auto, model, lora)
+    with packing.attention(model):
+        assert model.config._attn_implementation == packing.ATTENTION
+    assert model.config._attn_implementation == "sdpa"
+
+    model.config._attn_implementation = "flash_attention_2"  # as loaded on a GPU with flash-attn
+    assert use_padding_free(auto, model, lora)
+    with packing.attention(model):
+        assert model.config._attn_implementation == "flash_attention_2"
+
+    eager = AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation="eager")
+    assert not use_padding_free(auto, eager, lora)
+    with pytest.raises(ConfigError, match="train.padding_free: true, but the model's attention is neither"):
+        use_padding_free(TrainConfig(output_dir="x", padding_free=True), eager, lora)

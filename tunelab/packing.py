@@ -79,22 +79,33 @@ def _register() -> None:
 
 
 def supports(model: nn.Module) -> bool:
-    """Models whose attention goes through AttentionInterface and currently runs SDPA (or our own)."""
+    """Decoder-only models whose attention runs flash attention (packed natively) or SDPA through
+    AttentionInterface (packed by `varlen_attention`)."""
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     config = getattr(inner, "config", None)
-    return (
-        getattr(inner, "_supports_sdpa", False)
-        and getattr(config, "_attn_implementation", None) in ("sdpa", ATTENTION)
-        and not getattr(config, "is_encoder_decoder", False)
+    if getattr(config, "is_encoder_decoder", False):
+        return False
+    implementation = getattr(config, "_attn_implementation", None)
+    return native_varlen(implementation) or (
+        getattr(inner, "_supports_sdpa", False) and implementation in ("sdpa", ATTENTION)
     )
+
+
+def native_varlen(implementation: str | None) -> bool:
+    """transformers' flash-attention paths read the row bounds themselves (GPU, flash-attn installed)."""
+    return implementation is not None and implementation.startswith("flash_attention")
 
 
 @contextlib.contextmanager
 def attention(model: nn.Module) -> Iterator[None]:
     """Run the model with varlen attention inside the block, and its own attention back after it, so nothing
-    saved (config.json) or loaded later names an implementation only this process registered."""
+    saved (config.json) or loaded later names an implementation only this process registered. Flash attention
+    needs nothing: it is left as it is."""
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     before = inner.config._attn_implementation
+    if native_varlen(before):
+        yield
+        return
     _register()
     inner.set_attn_implementation(ATTENTION)
     try:

@@ -162,7 +162,7 @@ def use_padding_free(cfg: TrainConfig, model, method: methods.MethodSpec) -> boo
     elif not method.padding_free:
         reason = f"{method.name} prepends soft-prompt tokens to every row, which needs padded rows"
     elif not packing.supports(model):
-        reason = "the model's attention is not SDPA through transformers' AttentionInterface"
+        reason = "the model's attention is neither flash attention nor SDPA through transformers' AttentionInterface"
     if cfg.padding_free is True and reason:
         raise ConfigError(f"train.padding_free: true, but {reason}. Fix: set train.padding_free: auto (or false).")
     return cfg.padding_free is not False and reason is None

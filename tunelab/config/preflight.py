@@ -29,7 +29,8 @@ def check_device(cfg: RunConfig) -> list[str]:
     from tunelab import models
 
     try:
-        models.pick_dtype(cfg.model.dtype, models.pick_device(cfg.model.device))
+        device = models.pick_device(cfg.model.device)
+        models.pick_attention(cfg.model.attention, device, models.pick_dtype(cfg.model.dtype, device))
     except ConfigError as exc:
         return [str(exc)]
     return []

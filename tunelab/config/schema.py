@@ -28,6 +28,11 @@ class ModelConfig(Strict):
         "auto", description="Weight/compute dtype. `auto`: bfloat16 where the hardware runs it natively, else float32."
     )
     device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="`auto` picks cuda, then mps, then cpu.")
+    attention: Literal["auto", "sdpa", "eager", "flash_attention_2"] = Field(
+        "auto",
+        description="Attention kernels. `auto`: flash_attention_2 on a CUDA GPU in bf16/fp16 when flash-attn is "
+        "installed, else transformers' default (SDPA where the model has it).",
+    )
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit) for hub ids.")
     trust_remote_code: bool = Field(False, description="Allow model code from the hub to run. Off unless you set it.")
     task: Literal["auto", "causal_lm", "sequence_classification", "seq2seq"] = Field(

@@ -6,12 +6,12 @@
     model = load_model(cfg.model)              # converts a GGUF once into $TUNELAB_CACHE/models/, then loads
 
 Modules: registry (BUILTINS, cache paths), source (resolve), hub (offline handling), conversion (GGUF -> HF),
-devices (pick_device/pick_dtype), loading (load_*), catalog (`tunelab models`).
+devices (pick_device/pick_dtype/pick_attention), loading (load_*), catalog (`tunelab models`).
 """
 
 from tunelab.models.catalog import list_models, models_table, render
 from tunelab.models.conversion import ensure_converted
-from tunelab.models.devices import cpu_has_native_bf16, pick_device, pick_dtype
+from tunelab.models.devices import cpu_has_native_bf16, pick_attention, pick_device, pick_dtype
 from tunelab.models.loading import (
     classifier_options,
     ensure_pad_token,
@@ -41,6 +41,7 @@ __all__ = [
     "model_dir",
     "models_cache",
     "models_table",
+    "pick_attention",
     "pick_device",
     "pick_dtype",
     "render",

@@ -6,6 +6,7 @@ pick_dtype("auto", torch.device("cpu")) -> bfloat16 on CPUs with AVX512-BF16/AMX
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import torch
@@ -86,3 +87,33 @@ def pick_dtype(pref: str, device: torch.device) -> torch.dtype:
             "use model.dtype=float16 or float32"
         )
     return DTYPES[pref]
+
+
+# transformers' flash-attention kernels (the flash-attn package, CUDA only, fp16/bf16 only): fastest on a GPU and
+# they take padding-free (packed) batches natively.
+FLASH_ATTENTION = "flash_attention_2"
+
+
+def flash_attention_installed() -> bool:
+    return importlib.util.find_spec("flash_attn") is not None
+
+
+def pick_attention(pref: str, device: torch.device, dtype: torch.dtype) -> str | None:
+    """The attn_implementation for `model.attention`; None leaves transformers' default (SDPA where the model has
+    it, else eager). `auto` takes flash attention on a CUDA GPU in fp16/bf16 when flash-attn is installed."""
+    half = dtype in (torch.bfloat16, torch.float16)
+    if pref == "auto":
+        flash = device.type == "cuda" and half and flash_attention_installed()
+        return FLASH_ATTENTION if flash else None
+    if pref == FLASH_ATTENTION:
+        if device.type != "cuda" or not half:
+            raise ConfigError(
+                f"model.attention: {FLASH_ATTENTION} runs on a CUDA GPU in bfloat16/float16 only (here: "
+                f"{device.type}, {str(dtype).removeprefix('torch.')}); use model.attention=auto or sdpa"
+            )
+        if not flash_attention_installed():
+            raise ConfigError(
+                f"model.attention: {FLASH_ATTENTION} needs the flash-attn package; pip install flash-attn "
+                "--no-build-isolation, or use model.attention=auto"
+            )
+    return pref

@@ -17,7 +17,7 @@ from tunelab.config.schema import ModelConfig
 from tunelab.errors import ConfigError, TunelabError
 from tunelab.models import hub
 from tunelab.models.conversion import ensure_converted, require_gguf
-from tunelab.models.devices import pick_device, pick_dtype
+from tunelab.models.devices import pick_attention, pick_device, pick_dtype
 from tunelab.models.source import ModelSource, resolve
 
 T = TypeVar("T")
@@ -69,6 +69,9 @@ def load_model(
 
     device = device if device is not None else pick_device(cfg.device)
     dtype = dtype if dtype is not None else pick_dtype(cfg.dtype, device)
+    attention = pick_attention(cfg.attention, device, dtype)
+    if attention is not None:
+        load_options = {"attn_implementation": attention, **load_options}
     source = resolve(cfg.name)
     where, kwargs = _pretrained_args(cfg, source)
     model_class = auto_class(task)
