@@ -32,13 +32,15 @@ def write_config(
     train: dict[str, Any] | None = None,
     data: dict[str, Any] | None = None,
     name: str = "config.yaml",
+    model: dict[str, Any] | None = None,
 ) -> Path:
-    """A run config on the tiny model in float32 (bit-exact comparisons), output in tmp_path/run."""
+    """A run config on the tiny model in float32 (bit-exact comparisons; `model` overrides), output in
+    tmp_path/run."""
     data = data or {"train": str(write_jsonl(tmp_path / "train.jsonl", memorizable_rows()))}
     train_cfg = {"output_dir": str(tmp_path / "run"), "per_device_train_batch_size": 4, "logging_steps": 1}
     train_cfg.update(train or {})
     cfg = {
-        "model": {"name": str(model_dir), "dtype": "float32", "device": "cpu"},
+        "model": {"name": str(model_dir), "dtype": "float32", "device": "cpu", **(model or {})},
         "data": data,
         "method": method,
         "train": train_cfg,

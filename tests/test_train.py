@@ -176,3 +176,35 @@ def test_lora_variants_train_and_save(tmp_path, tiny_model_dir, switch):
     saved = load_file(str(tmp_path / "run" / "adapter" / "adapter_model.safetensors"))
     # DoRA adds a trained magnitude vector per adapted layer; rsLoRA changes only the scaling.
     assert any("magnitude" in k for k in saved) == (switch == "use_dora")
+
+
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_bf16_training_reaches_the_fp32_evaluation_loss_within_one_percent(tmp_path, tiny_model_dir, method):
+    """The bf16 path (bf16 matmuls; for lora a bf16 frozen base, for full fp32 master weights) trains to the same
+    place as fp32: evaluation loss within 1% after the same rows and steps."""
+    rows = memorizable_rows()
+    # Validation asks the same things in other words (it may not repeat training rows).
+    asked = [{"prompt": "Please: " + r["prompt"], "completion": r["completion"]} for r in rows]
+    data = {
+        "train": str(write_jsonl(tmp_path / "train.jsonl", rows)),
+        "validation": str(write_jsonl(tmp_path / "val.jsonl", asked)),
+    }
+    lr = {"lora": 5e-2, "full": 1e-2}[method]  # LoRA on a tiny random model needs a higher rate to move
+    train = {"max_steps": 30, "learning_rate": lr, "eval_strategy": "no", "save_strategy": "no"}
+    losses = {}
+    for dtype in ("float32", "bfloat16"):
+        sub = tmp_path / dtype
+        sub.mkdir()
+        cfg = write_config(
+            sub, tiny_model_dir, method={"name": method}, train=train, data=data, model={"dtype": dtype}
+        )
+        result = run_cli(["train", str(cfg)])
+        assert result.exit_code == 0, result.output
+        losses[dtype] = json.loads((sub / "run" / "metrics.json").read_text())["eval"]["eval_loss"]
+    steps = [
+        h["loss"]
+        for h in json.loads((tmp_path / "float32" / "run" / "trainer_state.json").read_text())["log_history"]
+        if "loss" in h
+    ]
+    assert sum(steps[-5:]) / 5 < steps[0], steps  # it trained: not a comparison of two untouched models
+    assert losses["bfloat16"] == pytest.approx(losses["float32"], rel=0.01)
