@@ -10,7 +10,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from tests.helpers import memorizable_rows, run_cli, write_config, write_jsonl
+from tests.helpers import memorizable_rows, run_cli, train_and_read_losses, write_config, write_jsonl
 
 
 def state_dict_of(model_dir: Path) -> dict[str, torch.Tensor]:
@@ -191,20 +191,12 @@ def test_bf16_training_reaches_the_fp32_evaluation_loss_within_one_percent(tmp_p
     }
     lr = {"lora": 5e-2, "full": 1e-2}[method]  # LoRA on a tiny random model needs a higher rate to move
     train = {"max_steps": 30, "learning_rate": lr, "eval_strategy": "no", "save_strategy": "no"}
-    losses = {}
+    losses, steps = {}, {}
     for dtype in ("float32", "bfloat16"):
         sub = tmp_path / dtype
-        sub.mkdir()
-        cfg = write_config(
-            sub, tiny_model_dir, method={"name": method}, train=train, data=data, model={"dtype": dtype}
-        )
-        result = run_cli(["train", str(cfg)])
-        assert result.exit_code == 0, result.output
+        config = {"method": {"name": method}, "train": train, "data": data, "model": {"dtype": dtype}}
+        steps[dtype] = train_and_read_losses(sub, tiny_model_dir, **config)
         losses[dtype] = json.loads((sub / "run" / "metrics.json").read_text())["eval"]["eval_loss"]
-    steps = [
-        h["loss"]
-        for h in json.loads((tmp_path / "float32" / "run" / "trainer_state.json").read_text())["log_history"]
-        if "loss" in h
-    ]
-    assert sum(steps[-5:]) / 5 < steps[0], steps  # it trained: not a comparison of two untouched models
+    first = steps["float32"]
+    assert sum(first[-5:]) / 5 < first[0], first  # it trained: not a comparison of two untouched models
     assert losses["bfloat16"] == pytest.approx(losses["float32"], rel=0.01)
