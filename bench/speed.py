@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/speed.py                          # lora on both data sets, then full (~35 min, 2 cores)
     .venv/bin/python bench/speed.py --data wide --arms plain tunelab --rows 40     # a quick look
+    .venv/bin/python bench/speed.py --methods full qlora --data demo --arms trl plain tunelab
     .venv/bin/python bench/speed.py --results runs/bench/speed.json                # reprint a saved run
 
 One run, one model (the built-in SmolLM2-135M-Instruct), the same rows, LoRA shape (r=16, alpha 32, all
@@ -40,7 +41,10 @@ DATA = {
     "demo": ("examples/support_tickets/train.jsonl", "examples/support_tickets/test.jsonl", 200),
     "wide": ("examples/ticket_batches/train.jsonl", "examples/ticket_batches/test.jsonl", 120),
 }
-ARMS = ("trl", "plain", "tunelab")
+ARMS = ("trl", "plain", "tunelab", "tunelab-ckpt")
+# tunelab-ckpt: tunelab with train.activation_checkpointing=true, as TRL's SFTConfig defaults to; what it costs
+# in speed and saves in memory, measured beside the rest.
+ARM_OVERRIDES = {"tunelab-ckpt": ["train.activation_checkpointing=true"]}
 FLOPS_PER_PARAM = {"lora": 4, "qlora": 4, "full": 6}
 MODEL = "smollm2-135m-instruct"
 GB = 2**30
@@ -92,7 +96,7 @@ def run_arm(arm: str, method: str, data: str, args: argparse.Namespace, director
         "max_length": 1024,
         "seed": 42,
         "scratch": tempfile.mkdtemp(dir=directory),
-        "tunelab_overrides": args.set,
+        "tunelab_overrides": [*args.set, *ARM_OVERRIDES.get(arm, [])],
         "compute_dtype": args.compute_dtype,
     }
     spec_file, out_file = Path(directory) / f"{arm}-{method}-{data}.json", Path(directory) / "out.json"
@@ -198,7 +202,7 @@ def main() -> None:
         for method in args.methods:
             for data in args.data:
                 for arm in args.arms:
-                    if method == "qlora" and arm != "tunelab":
+                    if method == "qlora" and arm not in ("tunelab", "tunelab-ckpt"):
                         continue  # the reference arms are LoRA on a 16/32-bit base; qlora is ours alone
                     results["runs"].append(run_arm(arm, method, data, args, directory))
                     if args.save:

@@ -1,4 +1,4 @@
-"""The three ways of training that bench/speed.py compares, each run in its own child process.
+"""The ways of training that bench/speed.py compares, each run in its own child process.
 
     .venv/bin/python bench/speed_arms.py SPEC.json OUT.json     # what bench/speed.py runs per arm
 
@@ -7,6 +7,8 @@
 - `plain`: a transformers + peft loop tuned by hand: fp32, batches padded to their longest row, no gradient
   checkpointing, AdamW with a linear schedule and gradient clipping at 1.0 (Trainer's defaults).
 - `tunelab`: `tunelab.train.run` on a config, as `tunelab train` runs it, with its defaults.
+- `tunelab-ckpt`: the same with `train.activation_checkpointing: true` (what TRL does by default): the memory it
+  saves and the time it costs.
 
 Every arm trains on the same rows (chat-templated prompt + completion, loss on the completion only), with the
 same LoRA shape, batch size, learning rate, schedule and epochs, and then scores the same held-out rows with
@@ -264,7 +266,7 @@ def main() -> None:
     torch.manual_seed(spec["seed"])
     tokenizer = AutoTokenizer.from_pretrained(spec["model_dir"])
     rows = read_rows(Path(spec["train"]), spec["rows"])
-    arm = {"trl": run_trl, "plain": run_plain, "tunelab": run_tunelab}[spec["arm"]]
+    arm = {"trl": run_trl, "plain": run_plain, "tunelab": run_tunelab, "tunelab-ckpt": run_tunelab}[spec["arm"]]
     Path(sys.argv[2]).write_text(json.dumps(arm(spec, tokenizer, rows)))
 
 

@@ -27,6 +27,7 @@ from transformers.integrations import TensorBoardCallback
 from tunelab import artifacts, methods, packing
 from tunelab.artifacts import RunDir
 from tunelab.config.schema import RunConfig, TrainConfig
+from tunelab.console import info
 from tunelab.errors import ConfigError, TrainingDivergedError
 from tunelab.evaluation import during_training, forgetting
 from tunelab.loss import supports_sparse_head, trained_positions_loss
@@ -40,17 +41,25 @@ class TunelabTrainer(Trainer):
     - the loss of every step is checked: NaN or infinity stops the run naming the step. Trainer's own
       `logging_nan_inf_filter` hides such losses from the logs and goes on training, which ends in a
       finished-looking model of garbage.
-    - with `sparse_head`, the training loss runs the LM head on trained positions only (tunelab.loss).
+    - with `sparse_head`, the training loss runs the LM head on trained positions only, `loss_chunk_tokens` of
+      them at a time (tunelab.loss).
     - with `padding_free`, batches come packed (tunelab.packing) and `attention()` gives the attention they
       need; the caller runs train/evaluate inside it.
     - evaluations add the configured extra metrics (generation, retention probe).
     """
 
     def __init__(
-        self, *args: Any, sparse_head: bool = False, padding_free: bool = False, extra_evals: tuple = (), **kwargs: Any
+        self,
+        *args: Any,
+        sparse_head: bool = False,
+        loss_chunk_tokens: int = 256,
+        padding_free: bool = False,
+        extra_evals: tuple = (),
+        **kwargs: Any,
     ):
         super().__init__(*args, **kwargs)
         self.sparse_head = sparse_head
+        self.loss_chunk_tokens = loss_chunk_tokens
         self.padding_free = padding_free
         self.extra_evals = extra_evals  # functions model -> {name: value}, run at every evaluation
         if sparse_head:
@@ -63,7 +72,7 @@ class TunelabTrainer(Trainer):
         if num_items_in_batch is None:
             trained = (inputs["labels"][:, 1:] != -100).sum()
             num_items_in_batch = trained * self.current_gradient_accumulation_steps
-        loss = trained_positions_loss(model, inputs, num_items_in_batch)
+        loss = trained_positions_loss(model, inputs, num_items_in_batch, self.loss_chunk_tokens)
         if self.args.average_tokens_across_devices:
             loss = loss * self.accelerator.num_processes  # as Trainer.compute_loss does for token averaging
         return loss
@@ -108,7 +117,9 @@ def eval_strategy(cfg: TrainConfig, has_validation: bool) -> str:
     return cfg.eval_strategy
 
 
-def training_arguments(cfg: RunConfig, run_dir: RunDir, device: torch.device, dtype: torch.dtype, has_val: bool):
+def training_arguments(
+    cfg: RunConfig, run_dir: RunDir, device: torch.device, dtype: torch.dtype, has_val: bool, checkpointing: bool
+):
     t = cfg.train
     evaluating = eval_strategy(t, has_val)
     return TrainingArguments(
@@ -140,7 +151,34 @@ def training_arguments(cfg: RunConfig, run_dir: RunDir, device: torch.device, dt
         report_to="none",  # TensorBoard is added below with our logging_dir
         disable_tqdm=True,  # LiveProgress replaces the default bar: it shows the live loss too
         dataloader_num_workers=0,
+        activation_checkpointing=checkpointing,
+        # Non-reentrant: works with frozen inputs (peft) and keyword arguments (packed batches' row bounds).
+        activation_checkpointing_kwargs={"use_reentrant": False} if checkpointing else None,
     )
+
+
+def use_checkpointing(cfg: RunConfig, model, data, device: torch.device, dtype: torch.dtype) -> bool:
+    """`auto` checkpoints only when the run would not fit otherwise: the planner's peak-memory estimate for this
+    method on these rows (activations kept) against this machine's budget. It costs ~a third of a step, and
+    tunelab's padding-free batches and sparse LM head leave most runs on small models well inside memory."""
+    setting = cfg.train.activation_checkpointing
+    if setting != "auto":
+        return setting
+    if model_task(model) != CAUSAL_LM:
+        return False  # the planner's arithmetic is that of decoder LMs
+    from tunelab.planning import planner, tokens
+
+    lengths = [len(ids) for ids in data.train["input_ids"]]
+    trained = [sum(label != -100 for label in labels) for labels in data.train["labels"]]
+    stats = tokens.from_lengths(lengths, trained, cfg.train.per_device_train_batch_size, cfg)
+    estimate, budget = planner.configured_memory(cfg, stats, device, dtype)
+    if estimate <= budget:
+        return False
+    info(
+        f"activation checkpointing on: this run's peak is estimated at {estimate / 2**30:.1f} GB, over the "
+        f"{budget / 2**30:.1f} GB this machine can give it (train.activation_checkpointing: auto)"
+    )
+    return True
 
 
 def collator(model, tokenizer, padding_free: bool = False):
@@ -205,7 +243,8 @@ def build(cfg: RunConfig, model, tokenizer, data, run_dir: RunDir, device, dtype
     """The trainer for this run: model, data (BuiltData), collator, arguments, callbacks, extra evaluations."""
     from torch.utils.tensorboard import SummaryWriter
 
-    args = training_arguments(cfg, run_dir, device, dtype, data.validation is not None)
+    checkpointing = use_checkpointing(cfg, model, data, device, dtype)
+    args = training_arguments(cfg, run_dir, device, dtype, data.validation is not None, checkpointing)
     classifier = model_task(model) == CLASSIFIER
     method = methods.get(cfg.method.name)
     padding_free = use_padding_free(cfg.train, model, method)
@@ -226,6 +265,7 @@ def build(cfg: RunConfig, model, tokenizer, data, run_dir: RunDir, device, dtype
         callbacks=[*extra, *callbacks],
         compute_metrics=classifier_metrics(data.report.labels) if classifier else None,
         sparse_head=cfg.train.sparse_lm_head and method.sparse_head and supports_sparse_head(model),
+        loss_chunk_tokens=cfg.train.loss_chunk_tokens,
         padding_free=padding_free,
         extra_evals=() if classifier else extra_evaluations(cfg, tokenizer, data, probe),
     )

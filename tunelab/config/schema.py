@@ -131,6 +131,18 @@ class TrainConfig(Strict):
         description="Run the LM head and loss on trained (completion) tokens only: the same loss and gradients "
         "for less compute and memory. Models with logit scaling/soft-capping always use their own loss.",
     )
+    loss_chunk_tokens: int = Field(
+        256,
+        ge=1,
+        description="With sparse_lm_head, the LM head and its loss run this many trained tokens at a time, so the "
+        "logits (tokens x vocabulary floats) are never held whole: at most this many rows of them.",
+    )
+    activation_checkpointing: bool | Literal["auto"] = Field(
+        "auto",
+        description="Keep only each layer's input and recompute the layer in the backward pass (also called "
+        "gradient checkpointing): activation memory falls to a fraction, each step costs ~a third more. `auto`: on "
+        "only when the run's estimated peak memory (as `tunelab plan` computes it) would not fit this machine.",
+    )
     padding_free: bool | Literal["auto"] = Field(
         "auto",
         description="Lay each batch's rows end to end with no padding, attention kept inside each row: the same "

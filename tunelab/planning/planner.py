@@ -101,6 +101,27 @@ def plan(cfg: RunConfig) -> Plan:
     )
 
 
+def configured_memory(cfg: RunConfig, stats: TokenStats, device: torch.device, dtype: torch.dtype) -> tuple[int, int]:
+    """The configured method's estimated peak memory with every activation kept (no checkpointing), and this
+    machine's budget for it (available memory less recommend.HEADROOM), in bytes: what `auto` checkpointing
+    decides on."""
+    hf_config = causal_lm_config(cfg)
+    method_cfg = next(m for label, m in method_configs(cfg.method) if label == configured_label(cfg.method))
+    setting = Setting(
+        hf_config=hf_config,
+        stats=stats,
+        eval_positions=estimate.evaluation_positions(cfg, stats),
+        sparse_lm_head=cfg.train.sparse_lm_head,
+        padding_free=cfg.train.padding_free is not False,
+        dtype=dtype,
+        device=device,
+        rate=1.0,  # only memory is asked for: no matmul is measured, the time that comes out is unused
+    )
+    memory = plan_method(configured_label(cfg.method), method_cfg, setting).memory
+    available, _ = machine.available_memory(device)
+    return (memory.total if memory is not None else 0), recommend.budget(available)
+
+
 def causal_lm_config(cfg: RunConfig) -> Any:
     """The model's config; the arithmetic (activations.py, the sparse LM head) is that of decoder LMs."""
     from tunelab.models.tasks import CAUSAL_LM, task_of
