@@ -105,6 +105,15 @@ def test_padding_free_counts_the_rows_own_tokens():
     assert estimate.epoch_flops(layout, hand_stats()) == 30 * estimate.flops_per_token(layout, context) + 12 * 1600
 
 
+def test_checkpointing_keeps_block_inputs_and_one_block_and_recomputes_the_forward():
+    layout = hand_layout(checkpointing=True, residual_bytes=4)
+    m = estimate.estimate_memory(layout, hand_stats(), compute_bytes=2, device_type="cpu")
+    # 20 tokens x (2 blocks x hidden 8 x 4 B of kept input + one block's 100 / 2 B), plus autocast's weight copies
+    assert m.activations == 20 * (2 * 8 * 4 + 50) + 500
+    # the blocks' forward once more: 2 x 3000 + 4 x 5 x 8 x 2 blocks on top of test_flops_and_time_by_hand's 14,960
+    assert estimate.flops_per_token(layout, 5) == 14_960 + 6000 + 320
+
+
 def test_gradients_bigger_than_activations_set_the_step_peak():
     m = estimate.estimate_memory(hand_layout(trainable_bytes=10**6), hand_stats(), compute_bytes=2, device_type="cpu")
     assert m.step_transient == 10**6 and m.optimizer == 2 * 10**6
@@ -400,3 +409,14 @@ def test_plan_refuses_other_tasks_cleanly(tmp_path, tiny_model_dir):
 def test_plan_help_has_an_example():
     result = run_cli(["plan", "--help"])
     assert result.exit_code == 0 and "tunelab plan" in result.output and "Example" in result.output
+
+
+def test_checkpointing_lowers_the_activations_and_adds_time_when_configured(tmp_path, tiny_model_dir, machine_cache):
+    from tunelab.planning import plan
+
+    path = write_config(tmp_path, tiny_model_dir)
+    kept, checkpointed = plan(config.load(path)), plan(config.load(path, ["train.activation_checkpointing=true"]))
+    for label in ("full", "lora"):
+        before, after = ({r.label: r for r in p.rows}[label] for p in (kept, checkpointed))
+        assert after.memory.activations < before.memory.activations, label
+        assert after.seconds_per_epoch > before.seconds_per_epoch, label

@@ -11,7 +11,8 @@ by then), plus what an evaluation adds on top:
     optimizer   AdamW: two states per trainable weight, at its dtype
     activations the batch's tokens (padded, or its rows end to end when padding-free) x the bytes saved per
                 token (activations.py), plus the compute-dtype
-                copies autocast keeps of fp32 weights
+                copies autocast keeps of fp32 weights. With activation checkpointing a block keeps only
+                its input and one block at a time is recomputed with everything it saves
     logits      positions that get logits x vocab x (compute dtype + fp32 upcast + fp32 log-softmax)
     gradients   one per trainable weight; backward fills them as it frees activations, so the step holds
                 max(ALLOCATOR_FACTOR x (activations + logits), gradients), not both
@@ -85,7 +86,7 @@ def estimate_memory(
     """Peak memory of a training step with the biggest batch the data can produce, then an evaluation batch
     of `eval_positions` tokens (0: the run evaluates nothing)."""
     batch_tokens = train_batch_tokens(layout, stats)
-    activations = batch_tokens * layout.saved_bytes_per_token + layout.cast_copy_bytes
+    activations = batch_tokens * saved_bytes_per_token(layout) + layout.cast_copy_bytes
     logits = logit_positions(layout, stats) * layout.vocab_size * (compute_bytes + 2 * FP32)
     factor = allocator_factor(device_type, compute_bytes)
     return MemoryEstimate(
@@ -98,6 +99,15 @@ def estimate_memory(
         evaluation=eval_positions * layout.vocab_size * (compute_bytes + 2 * FP32),
         overhead=CUDA_CONTEXT if device_type == "cuda" else RUNTIME_OVERHEAD.get(device_type, RUNTIME_OVERHEAD["cpu"]),
     )
+
+
+def saved_bytes_per_token(layout: Layout) -> float:
+    """What the backward pass keeps per token: every block's activations, or with checkpointing each block's
+    input (the residual stream) plus one block's activations, those of the block being recomputed."""
+    blocks = layout.blocks_on_grad_path
+    if not layout.checkpointing or not blocks:
+        return layout.saved_bytes_per_token
+    return blocks * layout.hidden_size * layout.residual_bytes + layout.saved_bytes_per_token / blocks
 
 
 def allocator_factor(device_type: str, compute_bytes: int) -> float:
@@ -140,12 +150,15 @@ def flops_per_token(layout: Layout, context: float) -> float:
 
     Forward: 2 per weight, plus attention (q.k and attn.v: 4 x context x q_dim per block). Backward:
     input gradients through the blocks on the gradient path (2 per weight, and twice the attention),
-    weight gradients for trainable weights (2 per weight). Context is the mean number of earlier
-    tokens a token attends to (causal: half the row)."""
+    weight gradients for trainable weights (2 per weight); with activation checkpointing, the forward of
+    the blocks on the gradient path once more. Context is the mean number of earlier tokens a token
+    attends to (causal: half the row)."""
     c_attn = 4 * context * layout.attention_width
     forward = 2 * layout.forward_linear_params + c_attn * layout.total_blocks
     backward = 2 * layout.grad_path_linear_params + 2 * layout.trainable_linear_params
     backward += 2 * c_attn * layout.blocks_on_grad_path
+    if layout.checkpointing:
+        backward += 2 * layout.grad_path_linear_params + c_attn * layout.blocks_on_grad_path
     return forward + backward
 
 

@@ -74,16 +74,9 @@ def plan(cfg: RunConfig) -> Plan:
     hf_config = causal_lm_config(cfg)
     stats = data_tokens(cfg)
     available, kind = machine.available_memory(device)
-    setting = Setting(
-        hf_config=hf_config,
-        stats=stats,
-        eval_positions=estimate.evaluation_positions(cfg, stats),
-        sparse_lm_head=cfg.train.sparse_lm_head,
-        padding_free=cfg.train.padding_free is not False,
-        dtype=compute_dtype,
-        device=device,
-        rate=machine.matmul_rate(device, compute_dtype),
-    )
+    checkpointing = cfg.train.activation_checkpointing is True  # `auto`: off unless the run does not fit
+    rate = machine.matmul_rate(device, compute_dtype)
+    setting = run_setting(cfg, hf_config, stats, device, compute_dtype, checkpointing, rate)
     rows = [plan_method(label, method_cfg, setting) for label, method_cfg in method_configs(cfg.method)]
     candidates = [recommend.Candidate(r.label, _total(r), r.seconds_per_epoch) for r in rows]
     return Plan(
@@ -97,7 +90,7 @@ def plan(cfg: RunConfig) -> Plan:
         configured=configured_label(cfg.method),
         rows=rows,
         recommendation=recommend.recommend(candidates, available),
-        notes=notes(stats, device),
+        notes=notes(stats, device, setting.checkpointing),
     )
 
 
@@ -107,16 +100,8 @@ def configured_memory(cfg: RunConfig, stats: TokenStats, device: torch.device, d
     decides on."""
     hf_config = causal_lm_config(cfg)
     method_cfg = next(m for label, m in method_configs(cfg.method) if label == configured_label(cfg.method))
-    setting = Setting(
-        hf_config=hf_config,
-        stats=stats,
-        eval_positions=estimate.evaluation_positions(cfg, stats),
-        sparse_lm_head=cfg.train.sparse_lm_head,
-        padding_free=cfg.train.padding_free is not False,
-        dtype=dtype,
-        device=device,
-        rate=1.0,  # only memory is asked for: no matmul is measured, the time that comes out is unused
-    )
+    # Only memory is asked for: no matmul is measured (rate 1.0), the time that comes out is unused.
+    setting = run_setting(cfg, hf_config, stats, device, dtype, checkpointing=False, rate=1.0)
     memory = plan_method(configured_label(cfg.method), method_cfg, setting).memory
     available, _ = machine.available_memory(device)
     return (memory.total if memory is not None else 0), recommend.budget(available)
@@ -136,8 +121,10 @@ def causal_lm_config(cfg: RunConfig) -> Any:
     return hf_config
 
 
-def notes(stats: TokenStats, device: torch.device) -> list[str]:
+def notes(stats: TokenStats, device: torch.device, checkpointing: bool) -> list[str]:
     out = [] if stats.source == "data" else [stats.source]
+    if checkpointing:
+        out.append("with activation checkpointing (train.activation_checkpointing: true): less memory, ~1/3 more time")
     if device.type != "cpu":
         out.append(f"the estimates are calibrated on CPU runs; on {device.type} they are not yet checked")
     return out
@@ -177,9 +164,32 @@ class Setting:
     eval_positions: int
     sparse_lm_head: bool  # train.sparse_lm_head
     padding_free: bool  # train.padding_free is not false
+    checkpointing: bool  # train.activation_checkpointing is true
     dtype: torch.dtype
     device: torch.device
     rate: float  # matmul FLOP/s
+
+
+def run_setting(
+    cfg: RunConfig,
+    hf_config: Any,
+    stats: TokenStats,
+    device: torch.device,
+    dtype: torch.dtype,
+    checkpointing: bool,
+    rate: float,
+) -> Setting:
+    return Setting(
+        hf_config=hf_config,
+        stats=stats,
+        eval_positions=estimate.evaluation_positions(cfg, stats),
+        sparse_lm_head=cfg.train.sparse_lm_head,
+        padding_free=cfg.train.padding_free is not False,
+        checkpointing=checkpointing,
+        dtype=dtype,
+        device=device,
+        rate=rate,
+    )
 
 
 def plan_method(label: str, method_cfg: Any, setting: Setting) -> MethodPlan:
@@ -194,6 +204,7 @@ def plan_method(label: str, method_cfg: Any, setting: Setting) -> MethodPlan:
         layout = dataclasses.replace(layout, sparse_head=False)
     if not setting.padding_free:
         layout = dataclasses.replace(layout, padding_free=False)
+    layout = dataclasses.replace(layout, checkpointing=setting.checkpointing)
     compute_bytes = torch.finfo(setting.dtype).bits // 8
     stats = setting.stats
     return MethodPlan(

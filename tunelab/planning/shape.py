@@ -82,6 +82,8 @@ class Layout:
     head_trainable: bool
     extra_tokens: int  # virtual tokens prompt tuning adds to every row
     padding_free: bool = False  # batches are the rows end to end, no padding (tunelab.packing)
+    checkpointing: bool = False  # train.activation_checkpointing: blocks keep their input, recompute the rest
+    residual_bytes: int = 4  # bytes per element of the residual stream (a checkpointed block's kept input)
 
 
 def method_layout(hf_config: Any, method_name: str, method_cfg: Any, compute_dtype: torch.dtype) -> Layout:
@@ -155,6 +157,7 @@ def read_layout(
         head_trainable=head.weight.requires_grad,
         extra_tokens=getattr(method_cfg, "num_virtual_tokens", 0) if method_cfg.name == "prompt_tuning" else 0,
         padding_free=spec.padding_free,  # for a decoder-only model (the planner's only kind) with SDPA attention
+        residual_bytes=residual,
     )
 
 
