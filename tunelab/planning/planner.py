@@ -99,10 +99,9 @@ def configured_memory(cfg: RunConfig, stats: TokenStats, device: torch.device, d
     machine's budget for it (available memory less recommend.HEADROOM), in bytes: what `auto` checkpointing
     decides on."""
     hf_config = causal_lm_config(cfg)
-    method_cfg = next(m for label, m in method_configs(cfg.method) if label == configured_label(cfg.method))
     # Only memory is asked for: no matmul is measured (rate 1.0), the time that comes out is unused.
     setting = run_setting(cfg, hf_config, stats, device, dtype, checkpointing=False, rate=1.0)
-    memory = plan_method(configured_label(cfg.method), method_cfg, setting).memory
+    memory = plan_method(configured_label(cfg.method), cfg.method, setting).memory
     available, _ = machine.available_memory(device)
     return (memory.total if memory is not None else 0), recommend.budget(available)
 
