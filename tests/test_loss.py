@@ -45,7 +45,9 @@ def test_same_loss_and_gradients_as_the_model(tiny_model_dir, batch, lora, chunk
     got = grads(model)
     assert got.keys() == expected.keys() and got
     for name in expected:
-        torch.testing.assert_close(got[name], expected[name], rtol=1e-4, atol=1e-6, msg=name)
+        # Gradients reach 0.35; summing chunk by chunk rounds differently by up to ~2e-6 (fp32), depending on the
+        # random LoRA init (measured over 6 seeds), so 1e-6 was too tight. A wrong loss misses by ~1e-1.
+        torch.testing.assert_close(got[name], expected[name], rtol=1e-4, atol=1e-5, msg=name)
 
 
 def whole_head_loss(hidden, weight, bias, targets):

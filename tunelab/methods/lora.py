@@ -36,7 +36,13 @@ def peft_config(method_cfg: LoraOptions, task_type: str = "CAUSAL_LM") -> LoraCo
 def prepare(model: nn.Module, method_cfg: LoraOptions, tokenizer: Any = None) -> nn.Module:
     from peft import get_peft_model
 
-    return get_peft_model(model, peft_config(method_cfg, peft_task_type(model)))
+    from tunelab.methods.lora_linear import AddmmLoraLinear
+
+    config = peft_config(method_cfg, peft_task_type(model))
+    # peft's documented (experimental) hook for custom LoRA layers. Only here, not for qlora: bitsandbytes'
+    # 4-bit layer subclasses nn.Linear and must keep peft's own bnb layer.
+    config._register_custom_module({nn.Linear: AddmmLoraLinear})
+    return get_peft_model(model, config)
 
 
 METHOD = MethodSpec(name="lora", artifact="adapter", load_dtype=frozen_base_dtype, prepare=prepare, mergeable=True)

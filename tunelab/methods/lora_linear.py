@@ -1,0 +1,48 @@
+"""peft's LoRA linear layer with a leaner training forward, registered through peft's custom-module hook.
+
+peft computes `base(x) + lora_B(lora_A(x)) * scaling`: the scaling multiplies the [tokens x out] output,
+and the sum is one more [tokens x out] pass, each with its own pass again in backward. This layer scales the
+[tokens x r] activation instead (r = 16 against out = 576-1,536 on SmolLM2) and adds B's product into the
+base output inside the matmul (`addmm_`), so neither full-size elementwise pass exists. It is the same sum in
+a different order of rounding; the adapter weights, their names on disk, merging and everything else are
+peft's own (this class only overrides `forward`, and falls back to peft's for anything but the plain case).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from peft.tuners.lora import Linear as PeftLoraLinear
+from torch import nn
+from torch.nn import functional as F
+
+
+class AddmmLoraLinear(PeftLoraLinear):
+    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        adapter = self._plain_adapter(x, args, kwargs)
+        if adapter is None:
+            return super().forward(x, *args, **kwargs)
+        self._check_forward_args(x, *args, **kwargs)
+        rows = x.reshape(-1, x.shape[-1])
+        result = self.base_layer(rows)
+        down = F.linear(rows, self.lora_A[adapter].weight) * self.scaling[adapter]
+        # In place: the base matmul's backward does not need its output, so autograd allows it, and the
+        # [tokens x out] tensor is written once.
+        result.addmm_(down, self.lora_B[adapter].weight.t())
+        return result.view(*x.shape[:-1], result.shape[-1])
+
+    def _plain_adapter(self, x: torch.Tensor, args: tuple, kwargs: dict) -> str | None:
+        """The one active adapter when it is plain LoRA on an unquantized nn.Linear in x's dtype, else None."""
+        if args or any(value is not None for value in kwargs.values()):
+            return None
+        if self.disable_adapters or self.merged or self.fan_in_fan_out or len(self.active_adapters) != 1:
+            return None
+        adapter = self.active_adapters[0]
+        if adapter not in self.lora_A or adapter in self.lora_variant:
+            return None
+        if not isinstance(self.lora_dropout[adapter], nn.Identity) or self.lora_B[adapter].bias is not None:
+            return None
+        base = self.base_layer
+        same_dtype = x.dtype == base.weight.dtype == self.lora_A[adapter].weight.dtype
+        return adapter if type(base) is nn.Linear and same_dtype else None
