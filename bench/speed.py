@@ -8,13 +8,15 @@
 One run, one model (the built-in SmolLM2-135M-Instruct), the same rows, LoRA shape (r=16, alpha 32, all
 linear layers, no dropout), batch size, learning rate, linear schedule, sequence limit and one epoch for
 every arm; the arms are described in bench/speed_arms.py. Each arm trains in its own process so its peak
-RSS (the child's ru_maxrss, loading included) is its own. Printed per arm: training seconds, real
-(non-padding) tokens per second, peak RSS, the training loss (mean of the last 5 steps), the held-out loss
-(the same rows scored in fp32 for every arm), and MFU: tokens/s x FLOPs per token over the fp32 and bf16
-matmul rates measured at the start of this run. FLOPs per token are the issue's nominal count, 2N forward +
-2N backward through the frozen weights (+2N weight gradients for full), N = all parameters; work an arm
-skips (padding it does not compute, logits it does not need) is not credited, so packing and the sparse
-LM head show up as higher MFU rather than as a different count.
+RSS (the child's ru_maxrss, loading included) is its own. tunelab's arms start on tcmalloc when the machine
+has it, as `tunelab train` does (tunelab/allocator.py); TRL and the plain loop on the malloc the bench started
+with (`LD_PRELOAD=/path/libtcmalloc_minimal.so.4 bench/speed.py` gives it to every arm); the table says which.
+Printed per arm: training seconds, real (non-padding) tokens per second, peak RSS, the training loss (mean of
+the last 5 steps), the held-out loss (the same rows scored in fp32 for every arm), and MFU: tokens/s x FLOPs
+per token over the fp32 and bf16 matmul rates measured at the start of this run. FLOPs per token are the
+issue's nominal count, 2N forward + 2N backward through the frozen weights (+2N weight gradients for full), N
+= all parameters; work an arm skips (padding it does not compute, logits it does not need) is not credited, so
+packing and the sparse LM head show up as higher MFU rather than as a different count.
 
 Data sets: `demo` is examples/support_tickets (prompt + completion, ~90 tokens a row with the chat
 template); `wide` is examples/ticket_batches (45 to 530 tokens a row, evenly spread). Held-out rows are
@@ -36,6 +38,8 @@ import torch
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from tunelab import allocator  # noqa: E402 (after the path insert, so this checkout's tunelab is the one measured)
 
 DATA = {
     "demo": ("examples/support_tickets/train.jsonl", "examples/support_tickets/test.jsonl", 200),
@@ -102,7 +106,11 @@ def run_arm(arm: str, method: str, data: str, args: argparse.Namespace, director
     spec_file, out_file = Path(directory) / f"{arm}-{method}-{data}.json", Path(directory) / "out.json"
     spec_file.write_text(json.dumps(spec))
     print(f"{data} / {method} / {arm}: training {spec['rows']} rows ...", flush=True)
-    child = subprocess.Popen([sys.executable, str(REPO / "bench/speed_arms.py"), str(spec_file), str(out_file)])
+    # tunelab's arms start as `tunelab train` does: on tcmalloc when the machine has it (tunelab.allocator);
+    # the others on whatever malloc this bench was started with (preload one for the bench to give it to all).
+    env = allocator.preload_env(os.environ) if arm.startswith("tunelab") else None
+    command = [sys.executable, str(REPO / "bench/speed_arms.py"), str(spec_file), str(out_file)]
+    child = subprocess.Popen(command, env=env)
     _, status, usage = os.wait4(child.pid, 0)  # this child's own peak RSS
     if status != 0:
         raise SystemExit(f"{arm} failed (status {status})")
@@ -127,7 +135,7 @@ def n_params() -> int:
 
 HEADER = (
     "| data | method | arm | rows | train s | real tokens | tokens/s | vs trl | vs plain | peak RSS "
-    "| train loss | held-out loss | MFU fp32 | MFU bf16 |"
+    "| train loss | held-out loss | MFU fp32 | MFU bf16 | malloc |"
 )
 
 
@@ -138,7 +146,7 @@ def table(results: dict) -> str:
         f"GFLOP/s; N = {n / 1e6:.1f} M parameters; {results['machine']}.",
         "",
         HEADER,
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in results["runs"]:
         same = {a["arm"]: a for a in results["runs"] if a["data"] == r["data"] and a["method"] == r["method"]}
@@ -157,6 +165,7 @@ def table(results: dict) -> str:
             f"{r['eval_loss']:.4f}",
             f"{flops / rates['fp32']:.0%}",
             f"{flops / rates['bf16']:.0%}",
+            r.get("malloc", "?").split(" ")[0],
         ]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines)

@@ -26,6 +26,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from tunelab import allocator
 from tunelab.errors import RunIncompleteError
 
 COMPLETE = "COMPLETE"
@@ -86,7 +87,7 @@ def replace_dir(tmp_dir: Path, final_dir: Path) -> None:
 
 
 def library_versions() -> dict[str, str]:
-    versions = {"python": platform.python_version()}
+    versions = {"python": platform.python_version(), "malloc": allocator.in_use()}
     for name in TRACKED_PACKAGES:
         try:
             versions[name] = metadata.version(name)

@@ -263,8 +263,17 @@ def demo(
     demomod.run(output_dir, config, test_file)
 
 
+# Commands that train or evaluate at length re-run themselves on tcmalloc when the machine has it
+# (tunelab.allocator: a third less memory, no slower).
+ALLOCATOR_COMMANDS = {"train", "demo", "eval", "compare"}
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
+        if argv is None and next((a for a in sys.argv[1:] if not a.startswith("-")), None) in ALLOCATOR_COMMANDS:
+            from tunelab import allocator
+
+            allocator.rerun_with_tcmalloc()
         app(args=argv, standalone_mode=False, prog_name="tunelab")
     except TunelabError as exc:
         console.print("[bold red]error:[/]", end=" ")
