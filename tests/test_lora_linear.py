@@ -90,3 +90,16 @@ def test_adapter_saved_from_our_layer_loads_in_plain_peft(tiny_model_dir, tmp_pa
     assert not any(isinstance(m, AddmmLoraLinear) for m in loaded.modules())
     model = loaded.merge_and_unload() if merge else loaded
     torch.testing.assert_close(model(input_ids=ids).logits, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_a_model_with_subclassed_linear_layers_keeps_peft_layers(tiny_model_dir):
+    """Quantized layers (bitsandbytes, GPTQ) subclass nn.Linear; peft must keep its own layers for them."""
+
+    class QuantizedStandIn(torch.nn.Linear):
+        pass
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    model.model.layers[0].mlp.down_proj.__class__ = QuantizedStandIn
+    prepared = lora.prepare(model, LoraMethod(name="lora", r=4))
+    assert not any(isinstance(m, AddmmLoraLinear) for m in prepared.modules())
+    assert sum(1 for name, _ in prepared.named_parameters() if "lora_A" in name) == 14

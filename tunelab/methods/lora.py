@@ -39,9 +39,11 @@ def prepare(model: nn.Module, method_cfg: LoraOptions, tokenizer: Any = None) ->
     from tunelab.methods.lora_linear import AddmmLoraLinear
 
     config = peft_config(method_cfg, peft_task_type(model))
-    # peft's documented (experimental) hook for custom LoRA layers. Only here, not for qlora: bitsandbytes'
-    # 4-bit layer subclasses nn.Linear and must keep peft's own bnb layer.
-    config._register_custom_module({nn.Linear: AddmmLoraLinear})
+    # peft's documented (experimental) hook for custom LoRA layers. It matches subclasses too, and quantized
+    # layers (bitsandbytes', GPTQ's) subclass nn.Linear and must keep peft's own layers for them: so only on
+    # a model whose linear layers are all plain (never for qlora, which does not come here).
+    if not any(isinstance(m, nn.Linear) and type(m) is not nn.Linear for m in model.modules()):
+        config._register_custom_module({nn.Linear: AddmmLoraLinear})
     return get_peft_model(model, config)
 
 
