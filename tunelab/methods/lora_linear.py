@@ -23,7 +23,6 @@ class AddmmLoraLinear(PeftLoraLinear):
         adapter = self._plain_adapter(x, args, kwargs)
         if adapter is None:
             return super().forward(x, *args, **kwargs)
-        self._check_forward_args(x, *args, **kwargs)
         rows = x.reshape(-1, x.shape[-1])
         result = self.base_layer(rows)
         down = F.linear(rows, self.lora_A[adapter].weight) * self.scaling[adapter]
