@@ -45,10 +45,14 @@ DATA = {
     "demo": ("examples/support_tickets/train.jsonl", "examples/support_tickets/test.jsonl", 200),
     "wide": ("examples/ticket_batches/train.jsonl", "examples/ticket_batches/test.jsonl", 120),
 }
-ARMS = ("trl", "plain", "tunelab", "tunelab-ckpt")
-# tunelab-ckpt: tunelab with train.activation_checkpointing=true, as TRL's SFTConfig defaults to; what it costs
-# in speed and saves in memory, measured beside the rest.
-ARM_OVERRIDES = {"tunelab-ckpt": ["train.activation_checkpointing=true"]}
+ARMS = ("trl", "plain", "tunelab", "tunelab-sel", "tunelab-ckpt")
+# tunelab-sel / tunelab-ckpt: tunelab with train.activation_checkpointing=selective / full (full is what TRL's
+# SFTConfig defaults to); what each costs in speed and saves in memory, measured beside the rest.
+TUNELAB_ARMS = ("tunelab", "tunelab-sel", "tunelab-ckpt")
+ARM_OVERRIDES = {
+    "tunelab-sel": ["train.activation_checkpointing=selective"],
+    "tunelab-ckpt": ["train.activation_checkpointing=full"],
+}
 FLOPS_PER_PARAM = {"lora": 4, "qlora": 4, "full": 6}
 MODEL = "smollm2-135m-instruct"
 GB = 2**30
@@ -211,7 +215,7 @@ def main() -> None:
         for method in args.methods:
             for data in args.data:
                 for arm in args.arms:
-                    if method == "qlora" and arm not in ("tunelab", "tunelab-ckpt"):
+                    if method == "qlora" and arm not in TUNELAB_ARMS:
                         continue  # the reference arms are LoRA on a 16/32-bit base; qlora is ours alone
                     results["runs"].append(run_arm(arm, method, data, args, directory))
                     if args.save:

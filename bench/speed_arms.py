@@ -7,8 +7,9 @@
 - `plain`: a transformers + peft loop tuned by hand: fp32, batches padded to their longest row, no gradient
   checkpointing, AdamW with a linear schedule and gradient clipping at 1.0 (Trainer's defaults).
 - `tunelab`: `tunelab.train.run` on a config, as `tunelab train` runs it, with its defaults.
-- `tunelab-ckpt`: the same with `train.activation_checkpointing: true` (what TRL does by default): the memory it
-  saves and the time it costs.
+- `tunelab-sel`: the same with `train.activation_checkpointing: selective` (matmul and attention outputs kept,
+  the rest recomputed); `tunelab-ckpt`: with `full` (what TRL does by default): the memory each saves and the
+  time it costs.
 
 Every arm trains on the same rows (chat-templated prompt + completion, loss on the completion only), with the
 same LoRA shape, batch size, learning rate, schedule and epochs, and then scores the same held-out rows with
@@ -269,7 +270,7 @@ def main() -> None:
     torch.manual_seed(spec["seed"])
     tokenizer = AutoTokenizer.from_pretrained(spec["model_dir"])
     rows = read_rows(Path(spec["train"]), spec["rows"])
-    arm = {"trl": run_trl, "plain": run_plain, "tunelab": run_tunelab, "tunelab-ckpt": run_tunelab}[spec["arm"]]
+    arm = run_tunelab if spec["arm"].startswith("tunelab") else {"trl": run_trl, "plain": run_plain}[spec["arm"]]
     Path(sys.argv[2]).write_text(json.dumps(arm(spec, tokenizer, rows)))
 
 

@@ -106,12 +106,20 @@ def test_padding_free_counts_the_rows_own_tokens():
 
 
 def test_checkpointing_keeps_block_inputs_and_one_block_and_recomputes_the_forward():
-    layout = hand_layout(checkpointing=True, residual_bytes=4)
+    layout = hand_layout(checkpointing="full", residual_bytes=4)
     m = estimate.estimate_memory(layout, hand_stats(), compute_bytes=2, device_type="cpu")
     # 20 tokens x (2 blocks x hidden 8 x 4 B of kept input + one block's 100 / 2 B), plus autocast's weight copies
     assert m.activations == 20 * (2 * 8 * 4 + 50) + 500
     # the blocks' forward once more: 2 x 3000 + 4 x 5 x 8 x 2 blocks on top of test_flops_and_time_by_hand's 14,960
     assert estimate.flops_per_token(layout, 5) == 14_960 + 6000 + 320
+
+
+def test_selective_checkpointing_keeps_block_inputs_its_account_and_one_block_and_recomputes_no_matmul():
+    layout = hand_layout(checkpointing="selective", selective_saved_bytes_per_token=30, residual_bytes=4)
+    m = estimate.estimate_memory(layout, hand_stats(), compute_bytes=2, device_type="cpu")
+    # 20 tokens x (2 blocks x hidden 8 x 4 B of kept input + 30 B kept by the policy + one block's 100 / 2 B)
+    assert m.activations == 20 * (2 * 8 * 4 + 30 + 50) + 500
+    assert estimate.flops_per_token(layout, 5) == 14_960  # test_flops_and_time_by_hand's, no forward again
 
 
 def test_gradients_bigger_than_activations_set_the_step_peak():
@@ -415,8 +423,11 @@ def test_checkpointing_lowers_the_activations_and_adds_time_when_configured(tmp_
     from tunelab.planning import plan
 
     path = write_config(tmp_path, tiny_model_dir)
-    kept, checkpointed = plan(config.load(path)), plan(config.load(path, ["train.activation_checkpointing=true"]))
+    kept, selective, full = (
+        plan(config.load(path, [f"train.activation_checkpointing={mode}"])) for mode in ("off", "selective", "full")
+    )
     for label in ("full", "lora"):
-        before, after = ({r.label: r for r in p.rows}[label] for p in (kept, checkpointed))
-        assert after.memory.activations < before.memory.activations, label
-        assert after.seconds_per_epoch > before.seconds_per_epoch, label
+        before, middle, after = ({r.label: r for r in p.rows}[label] for p in (kept, selective, full))
+        assert after.memory.activations < middle.memory.activations < before.memory.activations, label
+        assert after.seconds_per_epoch > middle.seconds_per_epoch == before.seconds_per_epoch, label
+    assert any("selective activation checkpointing" in note for note in selective.notes)

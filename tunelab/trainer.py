@@ -24,7 +24,7 @@ from transformers import (
 )
 from transformers.integrations import TensorBoardCallback
 
-from tunelab import artifacts, methods, packing
+from tunelab import artifacts, checkpointing, methods, packing
 from tunelab.artifacts import RunDir
 from tunelab.config.schema import RunConfig, TrainConfig
 from tunelab.console import info
@@ -117,9 +117,7 @@ def eval_strategy(cfg: TrainConfig, has_validation: bool) -> str:
     return cfg.eval_strategy
 
 
-def training_arguments(
-    cfg: RunConfig, run_dir: RunDir, device: torch.device, dtype: torch.dtype, has_val: bool, checkpointing: bool
-):
+def training_arguments(cfg: RunConfig, run_dir: RunDir, device: torch.device, dtype: torch.dtype, has_val: bool):
     t = cfg.train
     evaluating = eval_strategy(t, has_val)
     return TrainingArguments(
@@ -151,34 +149,37 @@ def training_arguments(
         report_to="none",  # TensorBoard is added below with our logging_dir
         disable_tqdm=True,  # LiveProgress replaces the default bar: it shows the live loss too
         dataloader_num_workers=0,
-        activation_checkpointing=checkpointing,
-        # Non-reentrant: works with frozen inputs (peft) and keyword arguments (packed batches' row bounds).
-        activation_checkpointing_kwargs={"use_reentrant": False} if checkpointing else None,
+        # tunelab.checkpointing turns it on in the model (selective checkpointing's policy is a function, and
+        # TrainingArguments must serialize to JSON).
+        activation_checkpointing=False,
     )
 
 
-def use_checkpointing(cfg: RunConfig, model, data, device: torch.device, dtype: torch.dtype) -> bool:
-    """`auto` checkpoints only when the run would not fit otherwise: the planner's peak-memory estimate for this
-    method on these rows (activations kept) against this machine's budget. It costs ~a third of a step, and
-    tunelab's padding-free batches and sparse LM head leave most runs on small models well inside memory."""
+def checkpointing_mode(cfg: RunConfig, model, data, device: torch.device, dtype: torch.dtype) -> str:
+    """`auto` recomputes only what the run needs to fit: off when the planner's peak-memory estimate for this
+    method on these rows fits this machine's budget, else selective when that fits, else full. Checkpointing
+    costs time (full: ~40% of a LoRA step), and tunelab's padding-free batches and sparse LM head leave most
+    runs on small models well inside memory."""
     setting = cfg.train.activation_checkpointing
     if setting != "auto":
         return setting
     if model_task(model) != CAUSAL_LM:
-        return False  # the planner's arithmetic is that of decoder LMs
+        return "off"  # the planner's arithmetic is that of decoder LMs
     from tunelab.planning import planner, tokens
 
     lengths = [len(ids) for ids in data.train["input_ids"]]
     trained = [sum(label != -100 for label in labels) for labels in data.train["labels"]]
     stats = tokens.from_lengths(lengths, trained, cfg.train.per_device_train_batch_size, cfg)
-    estimate, budget = planner.configured_memory(cfg, stats, device, dtype)
-    if estimate <= budget:
-        return False
+    estimates, budget = planner.configured_memory(cfg, stats, device, dtype, modes=("off", "selective"))
+    if estimates["off"] <= budget:
+        return "off"
+    mode = "selective" if estimates["selective"] <= budget else "full"
     info(
-        f"activation checkpointing on: this run's peak is estimated at {estimate / 2**30:.1f} GB, over the "
-        f"{budget / 2**30:.1f} GB this machine can give it (train.activation_checkpointing: auto)"
+        f"activation checkpointing: {mode}. This run's peak is estimated at {estimates['off'] / 2**30:.1f} GB "
+        f"without it ({estimates['selective'] / 2**30:.1f} GB selective), against the {budget / 2**30:.1f} GB "
+        "this machine can give it (train.activation_checkpointing: auto)"
     )
-    return True
+    return mode
 
 
 def collator(model, tokenizer, padding_free: bool = False):
@@ -243,8 +244,8 @@ def build(cfg: RunConfig, model, tokenizer, data, run_dir: RunDir, device, dtype
     """The trainer for this run: model, data (BuiltData), collator, arguments, callbacks, extra evaluations."""
     from torch.utils.tensorboard import SummaryWriter
 
-    checkpointing = use_checkpointing(cfg, model, data, device, dtype)
-    args = training_arguments(cfg, run_dir, device, dtype, data.validation is not None, checkpointing)
+    checkpointing.enable(model, checkpointing_mode(cfg, model, data, device, dtype))
+    args = training_arguments(cfg, run_dir, device, dtype, data.validation is not None)
     classifier = model_task(model) == CLASSIFIER
     method = methods.get(cfg.method.name)
     padding_free = use_padding_free(cfg.train, model, method)

@@ -137,11 +137,14 @@ class TrainConfig(Strict):
         description="With sparse_lm_head, the LM head and its loss run this many trained tokens at a time, so the "
         "logits (tokens x vocabulary floats) are never held whole: at most this many rows of them.",
     )
-    activation_checkpointing: bool | Literal["auto"] = Field(
+    activation_checkpointing: Literal["auto", "off", "selective", "full"] = Field(
         "auto",
-        description="Keep only each layer's input and recompute the layer in the backward pass (also called "
-        "gradient checkpointing): activation memory falls to a fraction, each step costs ~a third more. `auto`: on "
-        "only when the run's estimated peak memory (as `tunelab plan` computes it) would not fit this machine.",
+        description="Recompute activations in the backward pass instead of keeping them (also called gradient "
+        "checkpointing). `selective`: keep the matmul and attention outputs, recompute the cheap rest (norms, "
+        "activation functions, products): activation memory about halves for little time. `full` (or true): keep "
+        "only each layer's input: the least memory, each step costs ~40% more. `off` (or false). `auto`: off when "
+        "the run's estimated peak memory (as `tunelab plan` computes it) fits this machine, else selective if "
+        "that fits, else full.",
     )
     padding_free: bool | Literal["auto"] = Field(
         "auto",
@@ -155,6 +158,11 @@ class TrainConfig(Strict):
     @classmethod
     def _bare_no(cls, v: object) -> object:
         return "no" if v is False else v  # YAML reads a bare `no` as false; `eval_strategy: no` means "no"
+
+    @field_validator("activation_checkpointing", mode="before")
+    @classmethod
+    def _checkpointing_bool(cls, v: object) -> object:
+        return {True: "full", False: "off"}[v] if isinstance(v, bool) else v  # true/false as before (and YAML's no)
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:

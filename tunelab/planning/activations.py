@@ -17,6 +17,10 @@ and each term is a rule about which tensors autograd needs, so it follows the me
   the base projections return (the compute dtype; a bitsandbytes layer returns its input's dtype);
 - IA3 keeps the tensor it rescales; a bottleneck adapter its inner activation.
 
+Under selective checkpointing (tunelab.checkpointing) a block keeps only the outputs of its matmuls whose
+inner dimension is at least checkpointing.MIN_INNER_DIM, and attention's output and log-sum-exp
+(`selective_block_saved_bytes`); the rest is recomputed in the backward pass.
+
 Blocks before the first trainable weight keep nothing (no gradient flows there); shape.py decides which
 blocks are on the gradient path.
 """
@@ -44,6 +48,20 @@ def block_saved_bytes(block: nn.Module, tensors: BlockTensors) -> int:
     saved = attention_core_bytes(tensors) + mlp_intermediate_bytes(block, tensors)
     for module in block.modules():
         saved += module_saved_bytes(module, tensors)
+    return saved
+
+
+def selective_block_saved_bytes(block: nn.Module, tensors: BlockTensors) -> int:
+    """Bytes per token one block keeps under selective checkpointing: what checkpointing.policy saves."""
+    from tunelab.checkpointing import MIN_INNER_DIM
+
+    c = tensors.config
+    saved = tensors.compute_bytes * attention_width(c) + FP32 * c.num_attention_heads
+    for module in block.modules():
+        if isinstance(module, nn.Linear) and module.in_features >= MIN_INNER_DIM:
+            # bitsandbytes layers return their input's dtype (the residual's), as in mlp_intermediate_bytes
+            out_bytes = tensors.residual_bytes if id(module) in tensors.quantized else tensors.compute_bytes
+            saved += out_bytes * module.out_features
     return saved
 
 

@@ -11,8 +11,9 @@ by then), plus what an evaluation adds on top:
     optimizer   AdamW: two states per trainable weight, at its dtype
     activations the batch's tokens (padded, or its rows end to end when padding-free) x the bytes saved per
                 token (activations.py), plus the compute-dtype
-                copies autocast keeps of fp32 weights. With activation checkpointing a block keeps only
-                its input and one block at a time is recomputed with everything it saves
+                copies autocast keeps of fp32 weights. With full activation checkpointing a block keeps
+                only its input and one block at a time is recomputed with everything it saves; selective
+                checkpointing keeps each block's matmul and attention outputs too
     logits      positions that get logits x vocab x (compute dtype + fp32 upcast + fp32 log-softmax)
     gradients   one per trainable weight; backward fills them as it frees activations, so the step holds
                 max(ALLOCATOR_FACTOR x (activations + logits), gradients), not both
@@ -102,12 +103,14 @@ def estimate_memory(
 
 
 def saved_bytes_per_token(layout: Layout) -> float:
-    """What the backward pass keeps per token: every block's activations, or with checkpointing each block's
-    input (the residual stream) plus one block's activations, those of the block being recomputed."""
+    """What the backward pass keeps per token: every block's activations; with full checkpointing each block's
+    input (the residual stream) plus one block's activations, those of the block being recomputed; with
+    selective checkpointing also what each block keeps (its matmul and attention outputs)."""
     blocks = layout.blocks_on_grad_path
-    if not layout.checkpointing or not blocks:
+    if layout.checkpointing == "off" or not blocks:
         return layout.saved_bytes_per_token
-    return blocks * layout.hidden_size * layout.residual_bytes + layout.saved_bytes_per_token / blocks
+    kept = blocks * layout.hidden_size * layout.residual_bytes + layout.saved_bytes_per_token / blocks
+    return kept + (layout.selective_saved_bytes_per_token if layout.checkpointing == "selective" else 0)
 
 
 def allocator_factor(device_type: str, compute_bytes: int) -> float:
@@ -150,14 +153,14 @@ def flops_per_token(layout: Layout, context: float) -> float:
 
     Forward: 2 per weight, plus attention (q.k and attn.v: 4 x context x q_dim per block). Backward:
     input gradients through the blocks on the gradient path (2 per weight, and twice the attention),
-    weight gradients for trainable weights (2 per weight); with activation checkpointing, the forward of
-    the blocks on the gradient path once more. Context is the mean number of earlier tokens a token
+    weight gradients for trainable weights (2 per weight); with full activation checkpointing, the forward of
+    the blocks on the gradient path once more (selective checkpointing recomputes no matmul worth counting). Context is the mean number of earlier tokens a token
     attends to (causal: half the row)."""
     c_attn = 4 * context * layout.attention_width
     forward = 2 * layout.forward_linear_params + c_attn * layout.total_blocks
     backward = 2 * layout.grad_path_linear_params + 2 * layout.trainable_linear_params
     backward += 2 * c_attn * layout.blocks_on_grad_path
-    if layout.checkpointing:
+    if layout.checkpointing == "full":
         backward += 2 * layout.grad_path_linear_params + c_attn * layout.blocks_on_grad_path
     return forward + backward
 

@@ -74,7 +74,8 @@ def plan(cfg: RunConfig) -> Plan:
     hf_config = causal_lm_config(cfg)
     stats = data_tokens(cfg)
     available, kind = machine.available_memory(device)
-    checkpointing = cfg.train.activation_checkpointing is True  # `auto`: off unless the run does not fit
+    checkpointing = cfg.train.activation_checkpointing  # `auto` is planned as off: on only if the run does not fit
+    checkpointing = checkpointing if checkpointing in ("selective", "full") else "off"
     rate = machine.matmul_rate(device, compute_dtype)
     setting = run_setting(cfg, hf_config, stats, device, compute_dtype, checkpointing, rate)
     rows = [plan_method(label, method_cfg, setting) for label, method_cfg in method_configs(cfg.method)]
@@ -94,16 +95,20 @@ def plan(cfg: RunConfig) -> Plan:
     )
 
 
-def configured_memory(cfg: RunConfig, stats: TokenStats, device: torch.device, dtype: torch.dtype) -> tuple[int, int]:
-    """The configured method's estimated peak memory with every activation kept (no checkpointing), and this
-    machine's budget for it (available memory less recommend.HEADROOM), in bytes: what `auto` checkpointing
-    decides on."""
+def configured_memory(
+    cfg: RunConfig, stats: TokenStats, device: torch.device, dtype: torch.dtype, modes: tuple[str, ...] = ("off",)
+) -> tuple[dict[str, int], int]:
+    """The configured method's estimated peak memory under each checkpointing mode, and this machine's budget
+    for it (available memory less recommend.HEADROOM), in bytes: what `auto` checkpointing decides on."""
     hf_config = causal_lm_config(cfg)
-    # Only memory is asked for: no matmul is measured (rate 1.0), the time that comes out is unused.
-    setting = run_setting(cfg, hf_config, stats, device, dtype, checkpointing=False, rate=1.0)
-    memory = plan_method(configured_label(cfg.method), cfg.method, setting).memory
+    totals = {}
+    for mode in modes:
+        # Only memory is asked for: no matmul is measured (rate 1.0), the time that comes out is unused.
+        setting = run_setting(cfg, hf_config, stats, device, dtype, checkpointing=mode, rate=1.0)
+        memory = plan_method(configured_label(cfg.method), cfg.method, setting).memory
+        totals[mode] = memory.total if memory is not None else 0
     available, _ = machine.available_memory(device)
-    return (memory.total if memory is not None else 0), recommend.budget(available)
+    return totals, recommend.budget(available)
 
 
 def causal_lm_config(cfg: RunConfig) -> Any:
@@ -120,10 +125,17 @@ def causal_lm_config(cfg: RunConfig) -> Any:
     return hf_config
 
 
-def notes(stats: TokenStats, device: torch.device, checkpointing: bool) -> list[str]:
+CHECKPOINTING_NOTES = {
+    "selective": "with selective activation checkpointing (train.activation_checkpointing: selective): matmul and "
+    "attention outputs kept, the rest recomputed",
+    "full": "with full activation checkpointing (train.activation_checkpointing: full): the least memory, ~40% more time",
+}
+
+
+def notes(stats: TokenStats, device: torch.device, checkpointing: str) -> list[str]:
     out = [] if stats.source == "data" else [stats.source]
-    if checkpointing:
-        out.append("with activation checkpointing (train.activation_checkpointing: true): less memory, ~1/3 more time")
+    if checkpointing in CHECKPOINTING_NOTES:
+        out.append(CHECKPOINTING_NOTES[checkpointing])
     if device.type != "cpu":
         out.append(f"the estimates are calibrated on CPU runs; on {device.type} they are not yet checked")
     return out
@@ -163,7 +175,7 @@ class Setting:
     eval_positions: int
     sparse_lm_head: bool  # train.sparse_lm_head
     padding_free: bool  # train.padding_free is not false
-    checkpointing: bool  # train.activation_checkpointing is true
+    checkpointing: str  # off, selective or full
     dtype: torch.dtype
     device: torch.device
     rate: float  # matmul FLOP/s
@@ -175,7 +187,7 @@ def run_setting(
     stats: TokenStats,
     device: torch.device,
     dtype: torch.dtype,
-    checkpointing: bool,
+    checkpointing: str,
     rate: float,
 ) -> Setting:
     return Setting(

@@ -30,6 +30,7 @@ from tunelab.planning.activations import (
     block_saved_bytes,
     is_norm,
     module_saved_bytes,
+    selective_block_saved_bytes,
 )
 
 # bitsandbytes 4-bit (blocks of 64 weights): 0.5 byte per weight, plus one fp32 absmax per block (4/64 B),
@@ -82,7 +83,8 @@ class Layout:
     head_trainable: bool
     extra_tokens: int  # virtual tokens prompt tuning adds to every row
     padding_free: bool = False  # batches are the rows end to end, no padding (tunelab.packing)
-    checkpointing: bool = False  # train.activation_checkpointing: blocks keep their input, recompute the rest
+    checkpointing: str = "off"  # train.activation_checkpointing: off, selective or full (tunelab.checkpointing)
+    selective_saved_bytes_per_token: int = 0  # what the blocks keep under selective checkpointing, all blocks
     residual_bytes: int = 4  # bytes per element of the residual stream (a checkpointed block's kept input)
 
 
@@ -145,6 +147,7 @@ def read_layout(
         cast_copy_bytes=cast_copies(path_linears + ([head] if path or head.weight.requires_grad else []), tensors),
         saved_bytes_per_token=sum(block_saved_bytes(block, tensors) for block in path)
         + final_norm_bytes(inner, tensors),
+        selective_saved_bytes_per_token=sum(selective_block_saved_bytes(block, tensors) for block in path),
         total_blocks=len(blocks),
         blocks_on_grad_path=len(path),
         attention_width=attention_width(inner.config),
