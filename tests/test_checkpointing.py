@@ -69,12 +69,13 @@ def run(tmp_path, model_dir, method: str, setting) -> tuple[list[float], LayerCa
     return [h["loss"] for h in state["log_history"] if "loss" in h], calls
 
 
-@pytest.mark.parametrize("method", ["lora", "full"])
-def test_checkpointing_recomputes_the_layers_and_trains_the_same(tmp_path, tiny_model_dir, method):
-    kept, kept_calls = run(tmp_path / "kept", tiny_model_dir, method, "false")
+@pytest.mark.parametrize("method", ["lora", "full", "qlora"])
+def test_checkpointing_recomputes_the_layers_and_trains_the_same(tmp_path, tiny_model_dir, tiny_model_dir_64, method):
+    model_dir = tiny_model_dir_64 if method == "qlora" else tiny_model_dir  # bitsandbytes' CPU kernels: >= 64 wide
+    kept, kept_calls = run(tmp_path / "kept", model_dir, method, "false")
     assert kept_calls.per_layer_and_step(2) == 1
     for mode in ("true", "selective"):  # true: full checkpointing, as before the modes had names
-        recomputed, recomputed_calls = run(tmp_path / mode, tiny_model_dir, method, mode)
+        recomputed, recomputed_calls = run(tmp_path / mode, model_dir, method, mode)
         assert recomputed_calls.per_layer_and_step(2) == 2, mode  # each layer runs again in the backward pass
         assert recomputed == pytest.approx(kept, rel=1e-5), mode
 

@@ -239,8 +239,8 @@ def test_qlora_counts_equal_a_real_4bit_model(tiny_model_dir):
     assert (planned.trainable, planned.total) == real
 
 
-def saved_in_block(model, block, inputs, sparse_head: bool) -> int:
-    """Bytes autograd saves inside `block` in one forward (bf16 autocast), each storage once."""
+def saved_in_block(model, block, inputs, sparse_head: bool, autocast: bool) -> int:
+    """Bytes autograd saves inside `block` in one forward (bf16 autocast, or none), each storage once."""
     from tunelab.loss import trained_positions_loss
 
     depth = [0]  # 1 while the block runs
@@ -255,23 +255,26 @@ def saved_in_block(model, block, inputs, sparse_head: bool) -> int:
             seen[storage.data_ptr()] = storage.nbytes()
         return t
 
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), torch.autocast("cpu", dtype=torch.bfloat16):
+    cast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), cast:
         trained_positions_loss(model, inputs) if sparse_head else model(**inputs)
     return sum(seen.values())
 
 
+@pytest.mark.parametrize("compute", [torch.bfloat16, torch.float32])
 @pytest.mark.parametrize("name", ["full", "freeze", "lora", "ia3", "adapter", "prompt_tuning"])
-def test_saved_activations_match_autograd(tiny_model_dir, name):
+def test_saved_activations_match_autograd(tiny_model_dir, name, compute):
     """The per-token account (activations.py) against the tensors autograd really keeps in the last block,
-    within 15%. (The first block on the gradient path is counted whole although a method whose first
-    trainable weight sits mid-block saves less there: at most one block's worth too high.)"""
+    within 15%, under bf16 autocast and in plain fp32. (The first block on the gradient path is counted whole
+    although a method whose first trainable weight sits mid-block saves less there: at most one block's worth
+    too high.)"""
     from transformers import AutoModelForCausalLM
 
     from tunelab.loss import unwrap
     from tunelab.methods.base import transformer_blocks
 
     spec, cfg = methods.get(name), method_cfg(name, **({"trainable_layers": 1} if name == "freeze" else {}))
-    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=spec.load_dtype(torch.bfloat16))
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=spec.load_dtype(compute))
     model = spec.prepare(base, cfg, None)
     batch, length = 4, 96
     ids = torch.randint(100, 1000, (batch, length))
@@ -280,10 +283,11 @@ def test_saved_activations_match_autograd(tiny_model_dir, name):
     inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
     inner = unwrap(model)
     last = transformer_blocks(inner)[-1]
-    measured = saved_in_block(model, last, inputs, spec.sparse_head)
+    measured = saved_in_block(model, last, inputs, spec.sparse_head, autocast=compute == torch.bfloat16)
 
     residual = torch.finfo(inner.get_input_embeddings().weight.dtype).bits // 8
-    tensors = BlockTensors(compute_bytes=2, residual_bytes=residual, config=inner.config)
+    compute_bytes = torch.finfo(compute).bits // 8
+    tensors = BlockTensors(compute_bytes=compute_bytes, residual_bytes=residual, config=inner.config)
     per_token = block_saved_bytes(last, tensors)
     copies = shape.cast_copies([m for m in last.modules() if isinstance(m, torch.nn.Linear)], tensors)
     tokens = batch * (length + (cfg.num_virtual_tokens if name == "prompt_tuning" else 0))

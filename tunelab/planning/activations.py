@@ -10,7 +10,10 @@ and each term is a rule about which tensors autograd needs, so it follows the me
 
 - a norm keeps its fp32 input and a per-token scale; also its output when its weight trains;
 - a linear layer keeps its input (cast to the compute dtype; autocast casts once per consumer, so q, k
-  and v keep three copies) only when its weight trains: LoRA's A and B, every layer in `full`;
+  and v keep three copies) only when its weight trains: LoRA's A and B, every layer in `full`. Without a
+  cast (fp32 compute on an fp32 model; peft casts the input to an fp32 adapter's dtype, which is one) the
+  layers that read one tensor share it: q, k and v (and their LoRA A) keep one copy, gate and up one
+  (`SHARED_INPUTS`);
 - SDPA keeps q, k, v, its output and a log-sum-exp (the fused kernels keep no seq x seq matrix), and
   the rotary cos/sin tables in the residual dtype;
 - the MLP keeps the gate output, the activation's output and the up projection's output, in the dtype
@@ -43,12 +46,37 @@ class BlockTensors:
     quantized: set[int] = field(default_factory=set)  # ids of linear layers bitsandbytes quantizes
 
 
+# Projections of a Llama-style block that read the same tensor (the normed attention / MLP input).
+SHARED_INPUTS = {"q_proj": "attention input", "k_proj": "attention input", "v_proj": "attention input"}
+SHARED_INPUTS |= {"gate_proj": "mlp input", "up_proj": "mlp input"}
+
+
 def block_saved_bytes(block: nn.Module, tensors: BlockTensors) -> int:
     """Bytes saved for backward per token by one block on the gradient path."""
     saved = attention_core_bytes(tensors) + mlp_intermediate_bytes(block, tensors)
-    for module in block.modules():
+    kept_inputs: set[str] = set()
+    for name, module in block.named_modules():
+        shared = shared_input(name) if isinstance(module, nn.Linear) and module.weight.requires_grad else None
+        if shared is not None and reads_uncast(module, tensors):
+            if shared in kept_inputs:
+                continue  # one tensor, already counted for a sibling projection
+            kept_inputs.add(shared)
         saved += module_saved_bytes(module, tensors)
     return saved
+
+
+def reads_uncast(linear: nn.Linear, tensors: BlockTensors) -> bool:
+    """The layer multiplies its input as it comes: no autocast copy (the residual stream is already in the
+    compute dtype) and no cast to its own weight's dtype (peft casts the input to an fp32 adapter's)."""
+    return linear.weight.element_size() == tensors.compute_bytes == tensors.residual_bytes
+
+
+def shared_input(name: str) -> str | None:
+    """The shared tensor a linear layer reads: a projection in SHARED_INPUTS or its LoRA A (its LoRA B reads
+    A's output, its own)."""
+    parts = name.split(".")
+    projection = next((p for p in parts if p in SHARED_INPUTS), None)
+    return None if projection is None or "lora_B" in parts else SHARED_INPUTS[projection]
 
 
 def selective_block_saved_bytes(block: nn.Module, tensors: BlockTensors) -> int:
