@@ -10,8 +10,8 @@ import json
 
 import pytest
 import torch
-from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
 from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
 from transformers import LlamaForCausalLM, TrainerCallback
 
 from tests.conftest import tiny_llama_config

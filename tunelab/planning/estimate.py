@@ -154,8 +154,8 @@ def flops_per_token(layout: Layout, context: float) -> float:
     Forward: 2 per weight, plus attention (q.k and attn.v: 4 x context x q_dim per block). Backward:
     input gradients through the blocks on the gradient path (2 per weight, and twice the attention),
     weight gradients for trainable weights (2 per weight); with full activation checkpointing, the forward of
-    the blocks on the gradient path once more (selective checkpointing recomputes no matmul worth counting). Context is the mean number of earlier tokens a token
-    attends to (causal: half the row)."""
+    the blocks on the gradient path once more (selective checkpointing recomputes no matmul worth counting).
+    Context is the mean number of earlier tokens a token attends to (causal: half the row)."""
     c_attn = 4 * context * layout.attention_width
     forward = 2 * layout.forward_linear_params + c_attn * layout.total_blocks
     backward = 2 * layout.grad_path_linear_params + 2 * layout.trainable_linear_params

@@ -128,7 +128,8 @@ def causal_lm_config(cfg: RunConfig) -> Any:
 CHECKPOINTING_NOTES = {
     "selective": "with selective activation checkpointing (train.activation_checkpointing: selective): matmul and "
     "attention outputs kept, the rest recomputed",
-    "full": "with full activation checkpointing (train.activation_checkpointing: full): the least memory, ~40% more time",
+    "full": "with full activation checkpointing (train.activation_checkpointing: full): the least memory, "
+    "~40% more time",
 }
 
 
