@@ -24,8 +24,6 @@ from __future__ import annotations
 import torch
 from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
 
-MODES = ("off", "selective", "full")
-
 aten = torch.ops.aten
 # matmul op -> position of its first operand (a [.., K] matrix: K is the inner dimension)
 MATMULS = {aten.mm.default: 0, aten.bmm.default: 0, aten.addmm.default: 1, aten.baddbmm.default: 2}

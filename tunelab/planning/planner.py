@@ -23,7 +23,7 @@ from tunelab.config import RunConfig
 from tunelab.config.methods import METHOD_MODELS, LoraOptions
 from tunelab.errors import ConfigError, TunelabError
 from tunelab.planning import estimate, machine, recommend
-from tunelab.planning.shape import method_layout, model_config
+from tunelab.planning.shape import Layout, method_layout, model_config
 from tunelab.planning.tokens import TokenStats, assumed_stats, token_stats
 
 # One row per method; qlora twice, once per base precision. Labels are recommend.CAPABILITY entries.
@@ -96,17 +96,22 @@ def plan(cfg: RunConfig) -> Plan:
 
 
 def configured_memory(
-    cfg: RunConfig, stats: TokenStats, device: torch.device, dtype: torch.dtype, modes: tuple[str, ...] = ("off",)
+    cfg: RunConfig, stats: TokenStats, device: torch.device, dtype: torch.dtype, modes: tuple[str, ...]
 ) -> tuple[dict[str, int], int]:
     """The configured method's estimated peak memory under each checkpointing mode, and this machine's budget
     for it (available memory less recommend.HEADROOM), in bytes: what `auto` checkpointing decides on."""
-    hf_config = causal_lm_config(cfg)
-    totals = {}
-    for mode in modes:
-        # Only memory is asked for: no matmul is measured (rate 1.0), the time that comes out is unused.
-        setting = run_setting(cfg, hf_config, stats, device, dtype, checkpointing=mode, rate=1.0)
-        memory = plan_method(configured_label(cfg.method), cfg.method, setting).memory
-        totals[mode] = memory.total if memory is not None else 0
+    # Only memory is asked for: no matmul is measured (rate 1.0). The layout (a meta model) is built once.
+    setting = run_setting(cfg, causal_lm_config(cfg), stats, device, dtype, checkpointing="off", rate=1.0)
+    layout = method_setting_layout(cfg.method, setting)
+    compute_bytes = torch.finfo(dtype).bits // 8
+    totals = {
+        mode: 0
+        if isinstance(layout, str)
+        else estimate.estimate_memory(
+            dataclasses.replace(layout, checkpointing=mode), stats, compute_bytes, device.type, setting.eval_positions
+        ).total
+        for mode in modes
+    }
     available, _ = machine.available_memory(device)
     return totals, recommend.budget(available)
 
@@ -206,17 +211,9 @@ def run_setting(
 
 def plan_method(label: str, method_cfg: Any, setting: Setting) -> MethodPlan:
     options = method_cfg.model_dump(exclude_none=True)
-    if method_cfg.name == "qlora" and importlib.util.find_spec("bitsandbytes") is None:
-        return MethodPlan(label, options, unavailable="needs bitsandbytes (pip install bitsandbytes)")
-    try:
-        layout = method_layout(setting.hf_config, method_cfg.name, method_cfg, setting.dtype)
-    except (ValueError, TunelabError) as err:  # e.g. freeze.trainable_layers beyond the model's depth
-        return MethodPlan(label, options, unavailable=str(err).splitlines()[0])
-    if not setting.sparse_lm_head:
-        layout = dataclasses.replace(layout, sparse_head=False)
-    if not setting.padding_free:
-        layout = dataclasses.replace(layout, padding_free=False)
-    layout = dataclasses.replace(layout, checkpointing=setting.checkpointing)
+    layout = method_setting_layout(method_cfg, setting)
+    if isinstance(layout, str):
+        return MethodPlan(label, options, unavailable=layout)
     compute_bytes = torch.finfo(setting.dtype).bits // 8
     stats = setting.stats
     return MethodPlan(
@@ -227,6 +224,22 @@ def plan_method(label: str, method_cfg: Any, setting: Setting) -> MethodPlan:
         memory=estimate.estimate_memory(layout, stats, compute_bytes, setting.device.type, setting.eval_positions),
         seconds_per_epoch=estimate.epoch_seconds(layout, stats, setting.rate, compute_bytes),
         seconds_per_step=estimate.step_seconds(layout, stats, setting.rate, compute_bytes),
+    )
+
+
+def method_setting_layout(method_cfg: Any, setting: Setting) -> Layout | str:
+    """The method's layout under this run's settings, or why it cannot be planned here."""
+    if method_cfg.name == "qlora" and importlib.util.find_spec("bitsandbytes") is None:
+        return "needs bitsandbytes (pip install bitsandbytes)"
+    try:
+        layout = method_layout(setting.hf_config, method_cfg.name, method_cfg, setting.dtype)
+    except (ValueError, TunelabError) as err:  # e.g. freeze.trainable_layers beyond the model's depth
+        return str(err).splitlines()[0]
+    return dataclasses.replace(
+        layout,
+        sparse_head=layout.sparse_head and setting.sparse_lm_head,
+        padding_free=layout.padding_free and setting.padding_free,
+        checkpointing=setting.checkpointing,
     )
 
 
