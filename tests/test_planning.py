@@ -186,9 +186,11 @@ def test_lora_layout_by_hand(tiny_model_dir):
     assert got.weight_bytes == 2 * base + 4 * 2 * per_layer  # bf16 frozen base, fp32 adapters
     assert got.trainable_bytes == 4 * 2 * per_layer
     # saved per token per block (bf16 compute, bf16 residual): 2 norms (fp32 input + scale), LoRA inputs
-    # (A: in-features, B: r, bf16), SDPA (q, k, v, out, lse, rotary cos/sin), SwiGLU (3 x i, bf16)
+    # (A: in-features, B: r, bf16; tunelab's layer hands A the bf16 input uncast, so the A of q, k and v
+    # share one, gate and up one, o's is attention's output, kept below: 2 of width h, and down's of width
+    # i), SDPA (q, k, v, out, lse, rotary cos/sin), SwiGLU (3 x i, bf16)
     norms = 2 * (4 * h + 4)
-    lora_inputs = 2 * (h * 6 + i) + 2 * r * 7
+    lora_inputs = 2 * (h * 2 + i) + 2 * r * 7
     attention = 2 * (2 * h + 2 * 16) + 4 * 4 + 2 * 2 * 8
     block = norms + lora_inputs + attention + 3 * 2 * i
     assert got.saved_bytes_per_token == 2 * block + (4 * h + 4)  # + the final norm

@@ -6,6 +6,12 @@ and the sum is one more [tokens x out] pass, each with its own pass again in bac
 accumulate onto B's product (`torch.addmm`), so neither full-size elementwise pass exists. It is the same sum in
 a different order of rounding; the adapter weights, their names on disk, merging and everything else are
 peft's own (this class only overrides `forward`, and falls back to peft's for anything but the plain case).
+
+Mixed precision (a bf16 base under autocast, with the fp32 adapter weights peft keeps for stable updates)
+takes the same path: autocast casts the weights per op and the input stays as it comes. peft's forward there
+casts the input up to the adapter's fp32 and autocast casts it back down for the matmul: two passes over
+[tokens x in] per layer, and a private bf16 copy of the input saved for A's gradient where this layer saves
+the tensor the base matmul already has (q, k and v share one; gate and up one).
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ class AddmmLoraLinear(PeftLoraLinear):
         rows = x.reshape(-1, x.shape[-1])
         base = self.base_layer
         down = F.linear(rows, self.lora_A[adapter].weight) * self.scaling[adapter]
-        lora = torch.mm(down, self.lora_B[adapter].weight.t())
+        lora = F.linear(down, self.lora_B[adapter].weight)
         if base.bias is not None:
             lora = lora + base.bias
         # Out of place, with the big matmul last: the layer's output is that op's own, which selective
@@ -37,9 +43,19 @@ class AddmmLoraLinear(PeftLoraLinear):
         return result.view(*x.shape[:-1], result.shape[-1])
 
     def _plain_adapter(self, x: torch.Tensor, args: tuple, kwargs: dict) -> str | None:
-        """The one active adapter when it is plain LoRA on an unquantized nn.Linear in x's dtype, else None."""
+        """The one active adapter when it is plain LoRA on an unquantized nn.Linear and the three matmuls run in
+        one dtype (x's and the weights', or autocast's), else None."""
         if args or any(value is not None for value in kwargs.values()):
             return None
+        adapter = self.lean_adapter()
+        if adapter is None:
+            return None
+        weights = (self.base_layer.weight, self.lora_A[adapter].weight, self.lora_B[adapter].weight)
+        one_dtype = torch.is_autocast_enabled(x.device.type) or all(w.dtype == x.dtype for w in weights)
+        return adapter if one_dtype else None
+
+    def lean_adapter(self) -> str | None:
+        """The adapter this layer's forward handles whatever the input (the planner asks too), else None."""
         if self.disable_adapters or self.merged or self.fan_in_fan_out or len(self.active_adapters) != 1:
             return None
         adapter = self.active_adapters[0]
@@ -48,7 +64,6 @@ class AddmmLoraLinear(PeftLoraLinear):
         if not isinstance(self.lora_dropout[adapter], nn.Identity) or self.lora_B[adapter].bias is not None:
             return None
         base = self.base_layer
-        same_dtype = x.dtype == base.weight.dtype == self.lora_A[adapter].weight.dtype
         # accelerate's offloading hook (`_hf_hook`) moves the weight in around base.forward, which is not called here
         plain_base = type(base) is nn.Linear and not hasattr(base, "_hf_hook")
-        return adapter if plain_base and same_dtype else None
+        return adapter if plain_base else None

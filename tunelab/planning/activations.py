@@ -12,8 +12,10 @@ and each term is a rule about which tensors autograd needs, so it follows the me
 - a linear layer keeps its input (cast to the compute dtype; autocast casts once per consumer, so q, k
   and v keep three copies) only when its weight trains: LoRA's A and B, every layer in `full`. Without a
   cast (fp32 compute on an fp32 model; peft casts the input to an fp32 adapter's dtype, which is one) the
-  layers that read one tensor share it: q, k and v (and their LoRA A) keep one copy, gate and up one
-  (`SHARED_INPUTS`);
+  layers that read one tensor share it: q, k and v (and their LoRA A) keep one copy, gate and up one, and
+  o_proj keeps none, reading attention's kept output (`SHARED_INPUTS`). tunelab's LoRA layer
+  (methods/lora_linear.py) hands A its input as it comes, so under autocast its A shares whenever the
+  residual stream is already in the compute dtype;
 - SDPA keeps q, k, v, its output and a log-sum-exp (the fused kernels keep no seq x seq matrix), and
   the rotary cos/sin tables in the residual dtype;
 - the MLP keeps the gate output, the activation's output and the up projection's output, in the dtype
@@ -46,18 +48,21 @@ class BlockTensors:
     quantized: set[int] = field(default_factory=set)  # ids of linear layers bitsandbytes quantizes
 
 
-# Projections of a Llama-style block that read the same tensor (the normed attention / MLP input).
+# Projections of a Llama-style block that read the same tensor (the normed attention / MLP input), and o_proj,
+# which reads attention's output: SDPA's fused kernels return it laid out as [batch, tokens, heads, head_dim],
+# so transformers' transpose-and-contiguous before o_proj copies nothing and SDPA's kept output is that tensor.
 SHARED_INPUTS = {"q_proj": "attention input", "k_proj": "attention input", "v_proj": "attention input"}
-SHARED_INPUTS |= {"gate_proj": "mlp input", "up_proj": "mlp input"}
+SHARED_INPUTS |= {"gate_proj": "mlp input", "up_proj": "mlp input", "o_proj": "attention output"}
 
 
 def block_saved_bytes(block: nn.Module, tensors: BlockTensors) -> int:
     """Bytes saved for backward per token by one block on the gradient path."""
     saved = attention_core_bytes(tensors) + mlp_intermediate_bytes(block, tensors)
-    kept_inputs: set[str] = set()
+    kept_inputs = {"attention output"}  # counted in attention_core_bytes
+    lean = lean_lora_a(block)
     for name, module in block.named_modules():
         shared = shared_input(name) if isinstance(module, nn.Linear) and module.weight.requires_grad else None
-        if shared is not None and reads_uncast(module, tensors):
+        if shared is not None and reads_uncast(module, tensors, id(module) in lean):
             if shared in kept_inputs:
                 continue  # one tensor, already counted for a sibling projection
             kept_inputs.add(shared)
@@ -65,10 +70,24 @@ def block_saved_bytes(block: nn.Module, tensors: BlockTensors) -> int:
     return saved
 
 
-def reads_uncast(linear: nn.Linear, tensors: BlockTensors) -> bool:
+def reads_uncast(linear: nn.Linear, tensors: BlockTensors, lean_lora_a: bool = False) -> bool:
     """The layer multiplies its input as it comes: no autocast copy (the residual stream is already in the
-    compute dtype) and no cast to its own weight's dtype (peft casts the input to an fp32 adapter's)."""
+    compute dtype) and no cast to its own weight's dtype (peft casts the input to an fp32 adapter's; tunelab's
+    LoRA layer does not)."""
+    if lean_lora_a:
+        return tensors.compute_bytes == tensors.residual_bytes
     return linear.weight.element_size() == tensors.compute_bytes == tensors.residual_bytes
+
+
+def lean_lora_a(block: nn.Module) -> set[int]:
+    """ids of the LoRA A layers whose forward is tunelab's (methods/lora_linear.py), not peft's."""
+    from tunelab.methods.lora_linear import AddmmLoraLinear
+
+    return {
+        id(m.lora_A[adapter])
+        for m in block.modules()
+        if isinstance(m, AddmmLoraLinear) and (adapter := m.lean_adapter()) is not None
+    }
 
 
 def shared_input(name: str) -> str | None:
