@@ -39,10 +39,8 @@ def compare_gguf(model_dir: Path, gguf_file: Path, prompts: list[str] | None = N
     gguf_args = {"pretrained_model_name_or_path": gguf_file.parent, "gguf_file": gguf_file.name}
     # Each tokenizer loads once: transformers rebuilds a GGUF's tokenizer from its vocabulary and merges in Python
     # (seconds for a 49k vocabulary).
-    source_tokenizer, exported_tokenizer = (
-        AutoTokenizer.from_pretrained(model_dir),
-        AutoTokenizer.from_pretrained(**gguf_args),
-    )
+    source_tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    exported_tokenizer = AutoTokenizer.from_pretrained(**gguf_args)
     ids = [_encode(source_tokenizer, p) for p in prompts]
     exported_ids = [_encode(exported_tokenizer, p) for p in prompts]
     mismatched = [p for p, a, b in zip(prompts, ids, exported_ids, strict=True) if not torch.equal(a, b)]

@@ -59,10 +59,10 @@ def block_saved_bytes(block: nn.Module, tensors: BlockTensors) -> int:
     """Bytes saved for backward per token by one block on the gradient path."""
     saved = attention_core_bytes(tensors) + mlp_intermediate_bytes(block, tensors)
     kept_inputs = {"attention output"}  # counted in attention_core_bytes
-    lean = lean_lora_a(block)
+    lean = lean_lora_a_ids(block)
     for name, module in block.named_modules():
         shared = shared_input(name) if isinstance(module, nn.Linear) and module.weight.requires_grad else None
-        if shared is not None and reads_uncast(module, tensors, id(module) in lean):
+        if shared is not None and reads_uncast(module, tensors, tunelab_lora_a=id(module) in lean):
             if shared in kept_inputs:
                 continue  # one tensor, already counted for a sibling projection
             kept_inputs.add(shared)
@@ -70,16 +70,16 @@ def block_saved_bytes(block: nn.Module, tensors: BlockTensors) -> int:
     return saved
 
 
-def reads_uncast(linear: nn.Linear, tensors: BlockTensors, lean_lora_a: bool = False) -> bool:
+def reads_uncast(linear: nn.Linear, tensors: BlockTensors, tunelab_lora_a: bool = False) -> bool:
     """The layer multiplies its input as it comes: no autocast copy (the residual stream is already in the
     compute dtype) and no cast to its own weight's dtype (peft casts the input to an fp32 adapter's; tunelab's
     LoRA layer does not)."""
-    if lean_lora_a:
+    if tunelab_lora_a:
         return tensors.compute_bytes == tensors.residual_bytes
     return linear.weight.element_size() == tensors.compute_bytes == tensors.residual_bytes
 
 
-def lean_lora_a(block: nn.Module) -> set[int]:
+def lean_lora_a_ids(block: nn.Module) -> set[int]:
     """ids of the LoRA A layers whose forward is tunelab's (methods/lora_linear.py), not peft's."""
     from tunelab.methods.lora_linear import AddmmLoraLinear
 
