@@ -25,8 +25,12 @@ install: $(VENV)/.installed
 demo: install
 	$(VENV)/bin/tunelab demo
 
+# One pytest worker per core, up to 4 (each holds its own torch and models; conftest gives each worker its share
+# of the cores' threads). Whole files go to one worker, so a file's module fixtures (the built-in model's
+# conversion) are built once. TEST_WORKERS=0 runs in this process.
+TEST_WORKERS ?= auto
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --maxprocesses 4 --dist loadfile
 
 lint: install
 	$(VENV)/bin/ruff check tunelab tests examples

@@ -7,9 +7,20 @@ exercise the real chat template, EOS handling and offsets; the model is 2 layers
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 import pytest
+
+# pytest-xdist starts its workers with COLUMNS=80, and rich fixes a console's width at creation when COLUMNS is
+# set; without it the console reads COLUMNS when it prints, so a test can widen the terminal with setenv.
+os.environ.pop("COLUMNS", None)
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    # Workers share the cores: torch's default of one thread per core in each worker oversubscribes them, and
+    # OpenMP threads spinning for a busy core made the compute-bound tests 2-4x slower (set before torch loads,
+    # so the tests' own child processes inherit it too).
+    workers = int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
 
 SMOL_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 

@@ -189,8 +189,8 @@ def test_bf16_training_reaches_the_fp32_evaluation_loss_within_one_percent(tmp_p
         "train": str(write_jsonl(tmp_path / "train.jsonl", rows)),
         "validation": str(write_jsonl(tmp_path / "val.jsonl", asked)),
     }
-    lr = {"lora": 5e-2, "full": 1e-2}[method]  # LoRA on a tiny random model needs a higher rate to move
-    train = {"max_steps": 30, "learning_rate": lr, "eval_strategy": "no", "save_strategy": "no"}
+    # At 5e-2 the tiny model's LoRA run was unstable: fp32 alone moved 2% with the number of threads.
+    train = {"max_steps": 30, "learning_rate": 1e-2, "eval_strategy": "no", "save_strategy": "no"}
     losses, steps = {}, {}
     for dtype in ("float32", "bfloat16"):
         sub = tmp_path / dtype
