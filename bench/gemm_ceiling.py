@@ -3,13 +3,14 @@
     .venv/bin/python bench/gemm_ceiling.py                        # a demo batch: 727 tokens, 177 of them trained
     .venv/bin/python bench/gemm_ceiling.py --tokens 2335 --trained 215    # a wide batch
 
-Times only the matrix multiplies one LoRA step of the built-in model must do, at their real shapes, with
-nothing else in the step: for each layer's seven frozen projections the forward product and the input
-gradient, and the LM head on the trained tokens only (as tunelab computes it). LoRA's rank-16 products are
-left out (~1% of the FLOPs). Printed next to it: the 2048 x 2048 fp32 matmul rate of the same moment, which is
-the rate bench/speed.py's MFU divides by. A step that also runs attention, norms, activations, the optimizer
-and autograd cannot pass the tokens/s printed here; this is what "the targets of issue 5 need more than this
-CPU's fp32 matmuls" means in numbers. The token counts default to the demo batch profiled in docs/speed.md.
+Times only the matrix multiplies one LoRA step of the built-in model must do, at their real shapes, with nothing
+else in the step: for each layer's seven frozen projections the forward product and the input gradient, and the
+LM head on the trained tokens only (as tunelab computes it). LoRA's rank-16 products are left out (~1% of the
+FLOPs). Printed next to it: the fp32 matmul rate of the same moment, measured as bench/speed.py measures the
+rate its MFU divides by (tunelab.planning.machine.measure_matmul_rate). A step that also runs attention, norms,
+activations, the optimizer and autograd cannot pass the tokens/s printed here; this is what "the targets of
+issue 5 need more than this CPU's fp32 matmuls" means in numbers. The token counts default to the demo batch
+profiled in docs/speed.md.
 """
 
 from __future__ import annotations
@@ -24,12 +25,6 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-
-def square_rate(n: int = 2048, repeats: int = 10) -> float:
-    """GFLOP/s of an n x n fp32 matmul, median of `repeats` after a warm-up."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    return 2 * n**3 / median_seconds(lambda: a @ b, repeats) / 1e9
 
 
 def median_seconds(work, repeats: int) -> float:
@@ -74,14 +69,16 @@ def main() -> None:
 
     from tunelab.config.schema import ModelConfig
     from tunelab.models import model_dir
+    from tunelab.planning.machine import measure_matmul_rate
 
     config = AutoConfig.from_pretrained(model_dir(ModelConfig()))
     work, flops = step_matmuls(config, args.tokens, args.trained)
     print(f"built-in model, {args.tokens} tokens a step ({args.trained} trained), {flops / 1e9:.0f} GFLOP of matmuls")
     for _ in range(args.rounds):
-        rate, seconds = square_rate(), median_seconds(work, 5)
+        rate = measure_matmul_rate(torch.device("cpu"), torch.float32, seconds=2.0) / 1e9
+        seconds = median_seconds(work, 5)
         print(
-            f"2048^2 fp32 {rate:6.1f} GFLOP/s | the step's matmuls alone {seconds:.2f} s, {flops / seconds / 1e9:6.1f}"
+            f"fp32 matmul {rate:6.1f} GFLOP/s | the step's matmuls alone {seconds:.2f} s, {flops / seconds / 1e9:6.1f}"
             f" GFLOP/s ({flops / seconds / 1e9 / rate:.0%}) | ceiling {args.tokens / seconds:.0f} tokens/s"
         )
 
