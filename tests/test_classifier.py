@@ -110,7 +110,15 @@ def test_encoder_classifier_trains_and_evaluates(method, tmp_path, tiny_bert_dir
         # the whole path (labels -> head -> saved model -> eval) is what this checks. all-MiniLM-L6-v2's
         # held-out figures are in docs/methods.md.
         fitted = run_cli(
-            ["eval", str(tmp_path / "run"), "--data", str(tmp_path / "train.jsonl"), "--metrics", "accuracy"]
+            [
+                "eval",
+                str(tmp_path / "run"),
+                "--data",
+                str(tmp_path / "train.jsonl"),
+                "--metrics",
+                "accuracy",
+                "--overwrite",
+            ]
         )
         assert fitted.exit_code == 0, fitted.output
         assert json.loads((tmp_path / "run" / "eval" / "metrics.json").read_text())["metrics"]["accuracy"] >= 0.9

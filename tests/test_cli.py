@@ -98,7 +98,7 @@ def test_generate_bad_input_file_names_the_line(finished_run, tmp_path):
 
 def test_generate_bad_decoding_option_is_a_clean_error(finished_run):
     result = run_cli(["generate", str(finished_run), "hi", "--top-k", "0"])
-    assert result.exit_code != 0 and "top_k" in result.output and "Traceback" not in result.output
+    assert result.exit_code == 2 and "'--top-k'" in result.output and "Traceback" not in result.output
 
 
 def test_chat_streams_answers_and_keeps_history(finished_run):
@@ -149,7 +149,7 @@ def test_generate_on_a_plain_model_does_not_import_peft_or_datasets(tiny_model_d
     code = (
         "import sys; from tunelab import generate_cli; "
         "from tunelab.generation import Decoding; "
-        f"loaded = generate_cli.load({str(tiny_model_dir)!r}, None, 'cpu', None); "
+        f"loaded = generate_cli.load({str(tiny_model_dir)!r}, generate_cli.LoadOptions(device='cpu')); "
         "generate_cli.print_streamed(loaded, 'Hi', Decoding(max_new_tokens=3), None); "
         "print(sorted(m for m in ('peft', 'datasets', 'bitsandbytes', 'trl') if m in sys.modules))"
     )

@@ -175,12 +175,14 @@ def test_json_and_parquet_rows_are_located_by_index(tmp_path):
 
 
 def test_error_lists_every_problem_capped_at_twenty(tmp_path):
-    path = write_rows(tmp_path / "t.jsonl", [{"prompt": f"p{i}"} for i in range(25)])
+    # 25 different problems (rows that share one are listed once: tests/test_hostile_data.py), one good row
+    rows = [{"text": "t", "label": "yes"}] + [{"text": "t", "label": f"l{i}"} for i in range(25)]
+    path = write_rows(tmp_path / "t.jsonl", rows)
     with pytest.raises(DataError) as exc:
-        data.preflight(make_cfg(path, format="prompt_completion"))
+        data.preflight(make_cfg(path, labels=["no", "yes"]))
     assert "25 bad row(s)" in str(exc.value)
     assert len(exc.value.problems) == 21 and exc.value.problems[-1] == "and 5 more"
-    assert exc.value.problems[19].startswith(f"{path}:20:")
+    assert exc.value.problems[19].startswith(f"{path}:21: field 'label': 'l19' is not in the label set")
 
 
 def test_skip_drops_bad_rows_and_counts_them_per_reason(tmp_path):

@@ -53,8 +53,12 @@ def test_merge_refuses_what_it_cannot_do(tmp_path, tiny_model_dir):
     assert result.exit_code != 0 and "cannot be merged" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "m").exists()
     (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "notes.txt").write_text("mine")
     taken = run_cli(["merge", str(run), "--output", str(tmp_path / "taken")])
-    assert taken.exit_code != 0 and "exists" in taken.output
+    assert taken.exit_code == 2 and "exists" in taken.output and "--overwrite" in taken.output
+    replaced = run_cli(["merge", str(run), "--output", str(tmp_path / "taken"), "--overwrite"])
+    assert replaced.exit_code == 2 and "not a folder `tunelab merge` wrote" in replaced.output
+    assert (tmp_path / "taken" / "notes.txt").read_text() == "mine"
 
 
 def test_export_merges_an_adapter_run_and_checks_the_gguf(tmp_path, tiny_model_dir):
@@ -66,7 +70,7 @@ def test_export_merges_an_adapter_run_and_checks_the_gguf(tmp_path, tiny_model_d
     diff = float(result.output.split("max |logit diff| vs the source ")[1].split()[0])
     assert diff < 1e-4  # f32: the merged model's own logits
     bad = run_cli(["export", str(run), "--format", "onnx", "--output", str(tmp_path / "x")])
-    assert bad.exit_code != 0 and "not supported" in bad.output
+    assert bad.exit_code == 2 and "'onnx' is not one of 'gguf'" in bad.output
 
 
 def test_an_export_that_drifts_fails_and_leaves_no_file(tmp_path, tiny_model_dir):
@@ -76,7 +80,11 @@ def test_an_export_that_drifts_fails_and_leaves_no_file(tmp_path, tiny_model_dir
     out = tmp_path / "run.gguf"
     report = export_run(str(run), out, "q8_0")  # within the q8_0 tolerance
     assert out.exists() and 0 < report["max_abs_logit_diff"]
+    good = out.read_bytes()
     with pytest.raises(ExportCheckError, match="differ from the source"):
-        export_run(str(run), out, "q8_0", tolerance=report["max_abs_logit_diff"] / 2)
-    assert not out.exists()  # never left looking like a good export
+        export_run(str(run), out, "q8_0", tolerance=report["max_abs_logit_diff"] / 2, overwrite=True)
+    assert out.read_bytes() == good  # replaced only by a file that passed its check
+    with pytest.raises(ExportCheckError):
+        export_run(str(run), tmp_path / "new.gguf", "q8_0", tolerance=report["max_abs_logit_diff"] / 2)
+    assert sorted(p.name for p in tmp_path.glob("*.gguf")) == ["run.gguf"]  # never left looking like an export
     assert RELATIVE_TOLERANCE["f32"] < RELATIVE_TOLERANCE["f16"] < RELATIVE_TOLERANCE["q8_0"]

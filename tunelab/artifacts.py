@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -27,10 +28,32 @@ from pathlib import Path
 from typing import Any
 
 from tunelab import allocator
-from tunelab.errors import RunIncompleteError
+from tunelab.errors import ConfigError, RunIncompleteError
 
 COMPLETE = "COMPLETE"
 CHECKPOINT_COMPLETE = "CHECKPOINT_COMPLETE"
+# Everything tunelab writes at the top of a run directory, by name (`tunelab eval` and the demo add eval/, compare/
+# and demo_report.*). Replacing a run removes these and nothing else, and a folder holding anything else is not
+# taken as a run directory: a whole-folder delete once took a project's sources with it (`output_dir: .`).
+RUN_ENTRIES = frozenset(
+    {
+        "config.yaml",
+        "versions.json",
+        "logs",
+        "checkpoints",
+        "adapter",
+        "model",
+        "trainer_state.json",
+        "metrics.json",
+        COMPLETE,
+        "eval",
+        "compare",
+        "demo_report.json",
+        "demo_report.md",
+    }
+)
+# What write_text / save_artifact / replace_dir leave behind when a process dies mid-write.
+_TEMPORARY = re.compile(r"\.(?P<name>.+)\.(tmp|old)-\d+")
 TRACKED_PACKAGES = ("tunelab", "torch", "transformers", "peft", "trl", "accelerate", "datasets", "safetensors")
 
 
@@ -61,14 +84,17 @@ class RunDir:
 
 
 def write_text(path: Path, text: str) -> None:
-    """Write a file atomically: temp file in the same directory, fsync, rename."""
+    """Write a file atomically: temp file in the same directory, fsync, rename. A failed write leaves no temp file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -84,6 +110,78 @@ def replace_dir(tmp_dir: Path, final_dir: Path) -> None:
         shutil.rmtree(old)
     else:
         os.replace(tmp_dir, final_dir)
+
+
+def foreign_entries(folder: Path, known: frozenset[str] = RUN_ENTRIES) -> list[str]:
+    """Names in `folder` that tunelab did not write there (temp files of known entries count as known)."""
+    if not folder.is_dir():
+        return []
+    foreign = []
+    for entry in sorted(os.listdir(folder)):
+        temporary = _TEMPORARY.fullmatch(entry)
+        if entry not in known and not (temporary and temporary["name"] in known):
+            foreign.append(entry + ("/" if (folder / entry).is_dir() else ""))
+    return foreign
+
+
+def clear_run(run_dir: RunDir) -> None:
+    """Remove what tunelab wrote in a run directory, by name, and nothing else; the marker goes first, so a run
+    cleared half-way is never taken as complete."""
+    foreign = foreign_entries(run_dir.path)
+    if foreign:  # the preflight refused these already; files may have appeared since, and are never deleted
+        raise ConfigError(
+            f"{run_dir.path} now holds files tunelab did not write ({', '.join(foreign)}); nothing removed"
+        )
+    run_dir.marker.unlink(missing_ok=True)
+    for entry in sorted(os.listdir(run_dir.path)):
+        path = run_dir.path / entry
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+
+
+def run_dir_problems(path: Path, *, replace: bool, option: str, fix: str) -> list[str]:
+    """Why `path` cannot be a new run directory (empty when it can): a file, a folder with files tunelab did not
+    write, or a finished or unfinished run when `replace` is off. `option` names the setting in messages."""
+    if path.exists() and not path.is_dir():
+        return [f"{option}={path} is a file, not a folder; choose a folder for the run, e.g. runs/NAME"]
+    foreign = foreign_entries(path)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        return [
+            f"{option}={path} holds files tunelab did not write ({shown}); a run needs a folder of its own: "
+            "choose a new or empty one, e.g. runs/NAME (tunelab never deletes files it did not write)"
+        ]
+    run_dir = RunDir(path)
+    if run_dir.has_run() and not replace:
+        state = "a finished run" if run_dir.is_complete() else "an unfinished run"
+        return [f"{option}={path} already holds {state}: {fix}"]
+    return []
+
+
+def output_problems(paths: list[Path], overwrite: bool, option: str) -> list[str]:
+    """The one rule for files a command writes: an existing one is replaced only with --overwrite (then
+    atomically); a folder where a file should go is an error either way."""
+    problems = [f"{option}: {p} is a folder; give a file path" for p in paths if p.is_dir()]
+    existing = [p for p in paths if p.is_file()]
+    if existing and not overwrite and not problems:
+        what = (
+            str(existing[0])
+            if len(existing) == 1
+            else f"{existing[0].parent}/ ({', '.join(p.name for p in existing)})"
+        )
+        problems.append(f"{option}: {what} already exists; pass --overwrite to replace it, or choose another {option}")
+    blocked = [p for p in paths if any(parent.is_file() for parent in p.parents)]
+    problems += [f"{option}: {p}: a parent folder is a file" for p in blocked[:1]]
+    return problems
+
+
+def check_outputs(paths: list[Path], overwrite: bool, option: str) -> None:
+    """Raise ConfigError for output_problems, before any model loads."""
+    problems = output_problems(paths, overwrite, option)
+    if problems:
+        raise ConfigError(problems[0], problems[1:])
 
 
 def library_versions() -> dict[str, str]:

@@ -9,10 +9,12 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
+from tunelab import usage
+from tunelab.config.schema import ModelConfig
 from tunelab.console import console
 from tunelab.errors import ConfigError, TunelabError
 
@@ -26,6 +28,20 @@ app = typer.Typer(
 
 ConfigArg = Annotated[Path, typer.Argument(help="Run config (YAML). See configs/ for one per method.")]
 OverridesArg = Annotated[list[str] | None, typer.Argument(help="Overrides as section.key=value.")]
+# The choices come from the config's own fields, so the CLI and the YAML accept the same values.
+Device = ModelConfig.model_fields["device"].annotation
+Dtype = ModelConfig.model_fields["dtype"].annotation
+DeviceOpt = Annotated[Device | None, typer.Option(help="Default: the run's, else auto.")]
+DtypeOpt = Annotated[Dtype | None, typer.Option(help="Default: the run's, else auto.")]
+TrustOpt = Annotated[
+    bool,
+    typer.Option(
+        "--trust-remote-code",
+        help="Let the model's own Python code run. Never taken from a run's saved config: a run directory can come "
+        "from anyone, so only this flag, on this command, allows it.",
+    ),
+]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing output (written atomically).")]
 
 
 @app.command(epilog="Example:  tunelab train configs/lora.yaml train.max_steps=50 --resume")
@@ -53,12 +69,17 @@ def inspect_data(config: ConfigArg, overrides: OverridesArg = None) -> None:
     report.render(console)
 
 
-@app.command(epilog="Example:  tunelab models")
-def models() -> None:
+@app.command(epilog="Example:  tunelab models --json | jq -r '.[].name'")
+def models(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the list as JSON on stdout (for scripts).")] = False,
+) -> None:
     """List the built-in models and what is converted in the cache, with sizes."""
     from tunelab import models as modelsmod
 
-    modelsmod.render(console)
+    if as_json:
+        print(json.dumps(modelsmod.list_models(), indent=2))
+    else:
+        modelsmod.render()
 
 
 @app.command(epilog="Example:  tunelab plan configs/lora.yaml train.per_device_train_batch_size=16")
@@ -86,6 +107,10 @@ AdapterOpt = Annotated[
     str | None,
     typer.Option("--adapter", help="With several runs: the adapter to use (its name; default: the first run's)."),
 ]
+MaxNewTokensOpt = Annotated[int, typer.Option(min=1, help="Most tokens generated per answer.")]
+TemperatureOpt = Annotated[float, typer.Option(min=0.0, help="0 = greedy (the default).")]
+TopKOpt = Annotated[int | None, typer.Option(min=1)]
+TopPOpt = Annotated[float | None, typer.Option(min=0.0, max=1.0)]
 
 
 @app.command(epilog='Example:  tunelab generate runs/demo "My invoice is wrong" --max-new-tokens 64')
@@ -95,15 +120,17 @@ def generate(
     adapter: AdapterOpt = None,
     input: Annotated[Path | None, typer.Option("--input", help="JSONL of prompts: {prompt} or {messages}.")] = None,
     output: Annotated[Path | None, typer.Option("--output", help="Write JSONL results here.")] = None,
-    max_new_tokens: int = 256,
-    temperature: Annotated[float, typer.Option(help="0 = greedy (the default).")] = 0.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
+    max_new_tokens: MaxNewTokensOpt = 256,
+    temperature: TemperatureOpt = 0.0,
+    top_k: TopKOpt = None,
+    top_p: TopPOpt = None,
     seed: int | None = None,
-    batch_size: int = 8,
+    batch_size: Annotated[int, typer.Option(min=1, help="Prompts generated together.")] = 8,
     system: Annotated[str | None, typer.Option(help="System prompt (default: the run's).")] = None,
-    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or mps (default: the run's, else auto).")] = None,
-    dtype: Annotated[str | None, typer.Option(help="auto, float32, bfloat16 (default: the run's, else auto).")] = None,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
+    trust_remote_code: TrustOpt = False,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Generate from a model or a finished run: one prompt, or a JSONL file of them (batched)."""
     from tunelab import generate_cli
@@ -114,11 +141,10 @@ def generate(
         input,
         output,
         generate_cli.decoding(max_new_tokens, temperature, top_k, top_p, seed),
+        generate_cli.LoadOptions(adapter, device, dtype, trust_remote_code),
         batch_size=batch_size,
         system=system,
-        device=device,
-        dtype=dtype,
-        adapter=adapter,
+        overwrite=overwrite,
     )
 
 
@@ -126,14 +152,15 @@ def generate(
 def chat(
     model: Annotated[str, typer.Argument(help=MODEL_HELP)],
     adapter: AdapterOpt = None,
-    max_new_tokens: int = 512,
-    temperature: float = 0.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
+    max_new_tokens: MaxNewTokensOpt = 512,
+    temperature: TemperatureOpt = 0.0,
+    top_k: TopKOpt = None,
+    top_p: TopPOpt = None,
     seed: int | None = None,
-    system: str | None = None,
-    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or mps (default: the run's, else auto).")] = None,
-    dtype: Annotated[str | None, typer.Option(help="auto, float32, bfloat16 (default: the run's, else auto).")] = None,
+    system: Annotated[str | None, typer.Option(help="System prompt (default: the run's).")] = None,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
+    trust_remote_code: TrustOpt = False,
 ) -> None:
     """Chat interactively; tokens stream as they are generated. Empty line or Ctrl-D quits."""
     from tunelab import generate_cli
@@ -141,10 +168,8 @@ def chat(
     generate_cli.run_chat(
         model,
         generate_cli.decoding(max_new_tokens, temperature, top_k, top_p, seed),
+        generate_cli.LoadOptions(adapter, device, dtype, trust_remote_code),
         system=system,
-        device=device,
-        dtype=dtype,
-        adapter=adapter,
     )
 
 
@@ -153,6 +178,8 @@ def combine(
     runs: Annotated[list[str], typer.Argument(help="Two or more LoRA runs of the same base.")],
     weights: Annotated[str, typer.Option(help="One weight per run, comma-separated.")],
     output: Annotated[Path, typer.Option(help="The new run directory.")],
+    overwrite: OverwriteOpt = False,
+    trust_remote_code: TrustOpt = False,
 ) -> None:
     """Combine LoRA adapters into a new adapter run: the weighted sum of their updates (through peft)."""
     from tunelab import combine as combinemod
@@ -160,36 +187,44 @@ def combine(
     try:
         parsed = [float(w) for w in weights.split(",")]
     except ValueError:
-        raise ConfigError(f"--weights {weights!r}: numbers, comma-separated", ["--weights 1.0,0.5"]) from None
-    combinemod.combine(runs, parsed, output)
+        raise ConfigError(f"--weights {weights!r}: numbers, comma-separated; e.g. --weights 1.0,0.5") from None
+    combinemod.combine(runs, parsed, output, overwrite=overwrite, trust_remote_code=trust_remote_code)
 
 
 @app.command(epilog="Example:  tunelab merge runs/demo --output merged/demo")
 def merge(
     run: Annotated[str, typer.Argument(help="A finished adapter run (lora, qlora, ia3).")],
     output: Annotated[Path, typer.Option(help="The new model directory.")],
-    dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float16 for the saved weights.")] = "float32",
-    tolerance: Annotated[float | None, typer.Option(help="Allowed max logit diff, relative to the logits.")] = None,
+    dtype: Annotated[
+        Literal["float32", "bfloat16", "float16"], typer.Option(help="The saved weights' dtype.")
+    ] = "float32",
+    tolerance: Annotated[
+        float | None, typer.Option(min=0.0, help="Allowed max logit diff, relative to the logits.")
+    ] = None,
+    overwrite: OverwriteOpt = False,
+    trust_remote_code: TrustOpt = False,
 ) -> None:
     """Fold a run's adapter into its base: a standalone model, checked against base + adapter."""
     from tunelab.export import merge as mergemod
 
-    if dtype not in mergemod.TOLERANCE:
-        raise ConfigError(f"--dtype {dtype}", [f"choose one of {', '.join(mergemod.TOLERANCE)}"])
-    mergemod.merge_run(run, output, dtype, tolerance)
+    mergemod.merge_run(run, output, dtype, tolerance, overwrite=overwrite, trust_remote_code=trust_remote_code)
 
 
 @app.command(epilog="Example:  tunelab export runs/demo --format gguf --dtype q8_0 --output demo.gguf")
 def export(
     run: Annotated[str, typer.Argument(help="A finished run (adapter runs are merged first) or a model directory.")],
     output: Annotated[Path, typer.Option(help="The file to write.")],
-    format: Annotated[str, typer.Option("--format", help="gguf (llama.cpp / Ollama; Llama-family models).")] = "gguf",
-    dtype: Annotated[str, typer.Option(help="f32, f16, bf16 or q8_0.")] = "f16",
+    format: Annotated[
+        Literal["gguf"], typer.Option("--format", help="gguf (llama.cpp / Ollama; Llama-family models).")
+    ] = "gguf",
+    dtype: Annotated[Literal["f32", "f16", "bf16", "q8_0"], typer.Option(help="The GGUF's tensor type.")] = "f16",
+    overwrite: OverwriteOpt = False,
+    trust_remote_code: TrustOpt = False,
 ) -> None:
     """Export for other runtimes, checked by loading the file back and comparing logits."""
     from tunelab.export.run_export import export_run
 
-    export_run(run, output, dtype, format)
+    export_run(run, output, dtype, format, overwrite=overwrite, trust_remote_code=trust_remote_code)
 
 
 MetricsOpt = Annotated[
@@ -211,16 +246,16 @@ def eval_(
     output_dir: Annotated[
         Path | None, typer.Option(help="Where metrics.json, predictions.jsonl, report.md go.")
     ] = None,
+    overwrite: OverwriteOpt = False,
+    trust_remote_code: TrustOpt = False,
 ) -> None:
     """Generate answers for a test set and score them: every metric with a 95% bootstrap interval."""
     from tunelab.evaluation import evaluate as evalmod
 
-    test_file = evalmod.test_file_for(model, config, data)
-    result = evalmod.evaluate(model, test_file, _split(metrics), config)
-    out = output_dir or evalmod.default_output_dir(model)
-    evalmod.write(result, out)
+    job = evalmod.prepare(model, data, _split(metrics), config, output_dir, overwrite, trust_remote_code)
+    result = evalmod.run(job)
     console.print(evalmod.markdown(result), markup=False, soft_wrap=True)
-    console.print(f"wrote {out}/metrics.json, predictions.jsonl, report.md", markup=False)
+    console.print(f"wrote {job.output_dir}/metrics.json, predictions.jsonl, report.md", markup=False)
 
 
 @app.command(epilog="Example:  tunelab compare configs/demo.yaml --run runs/demo")
@@ -230,15 +265,16 @@ def compare(
     data: Annotated[Path | None, typer.Option("--data", help="Test file (default: the config's eval.test).")] = None,
     metrics: MetricsOpt = None,
     output_dir: Annotated[Path, typer.Option(help="Where compare.md/.json/.png go.")] = Path("runs/compare"),
+    overwrite: OverwriteOpt = False,
+    trust_remote_code: TrustOpt = False,
 ) -> None:
     """Zero-shot vs few-shot vs fine-tuned on one test set: which is worth it, and by how much."""
     from tunelab import config as cfgmod
     from tunelab.evaluation import compare as comparemod
-    from tunelab.evaluation import evaluate as evalmod
 
     cfg = cfgmod.load(config)
-    test_file = evalmod.test_file_for(str(config), config, data)
-    arms = comparemod.compare(cfg, test_file, run or [], _split(metrics) or cfg.eval.metrics)
+    job = comparemod.prepare(cfg, config, data, run or [], _split(metrics), output_dir, overwrite)
+    arms = comparemod.compare(cfg, job.test_file, job.runs, job.metrics, job.examples, trust_remote_code)
     comparemod.write(arms, output_dir)
     console.print(comparemod.table(arms))
     console.print(comparemod.verdict(arms), markup=False, soft_wrap=True)
@@ -274,18 +310,25 @@ def main(argv: list[str] | None = None) -> None:
             from tunelab import allocator
 
             allocator.rerun_with_tcmalloc()
-        app(args=argv, standalone_mode=False, prog_name="tunelab")
+        code = app(args=argv, standalone_mode=False, prog_name="tunelab")
     except TunelabError as exc:
-        console.print("[bold red]error:[/]", end=" ")
-        console.print(str(exc), markup=False, soft_wrap=True)  # paths and [brackets] printed as they are
-        sys.exit(2)
+        fail(str(exc))
+    except typer.TyperException as exc:  # typer's own click: usage errors (unknown option, bad value, ...)
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `tunelab` alone: the help, as asked
+            print(exc.format_message(), file=sys.stderr)
+            sys.exit(0)
+        fail(usage.describe(exc, app))
     except (typer.Abort, KeyboardInterrupt):
-        console.print("[yellow]interrupted[/]")
+        code = 130
+    # typer turns Ctrl-C into Exit(130), which a non-standalone call returns instead of raising.
+    if code == 130:
+        console.print("[yellow]interrupted[/] (a training run stopped this way stays incomplete; --resume goes on)")
         sys.exit(130)
-    except Exception as exc:  # click's own usage errors
-        import click
+    if isinstance(code, int) and code:
+        sys.exit(code)
 
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
+
+def fail(message: str) -> None:
+    console.print("[bold red]error:[/]", end=" ")
+    console.print(message, markup=False, soft_wrap=True)  # paths and [brackets] printed as they are
+    sys.exit(2)

@@ -24,18 +24,29 @@ COMBINABLE = ("lora", "qlora")
 COMBINED = "combined"
 
 
-def combine(paths: list[str], weights: list[float], output_dir: Path) -> Path:
+def combine(
+    paths: list[str],
+    weights: list[float],
+    output_dir: Path,
+    *,
+    overwrite: bool = False,
+    trust_remote_code: bool = False,
+) -> Path:
     if len(paths) < 2 or len(weights) != len(paths):
         raise ConfigError(
             "combine needs two or more runs and one weight per run",
             [f"got {len(paths)} run(s) and {len(weights)} weight(s): --weights 1.0,0.5 for two runs"],
         )
-    configs = [run_config(p)[1] for p in paths]
+    configs = [run_config(p, trust_remote_code)[1] for p in paths]
     if configs[0].method.name not in COMBINABLE:
         raise ConfigError(f"{paths[0]}: method {configs[0].method.name} cannot be combined", ["combine LoRA runs"])
+    fix = "pass --overwrite to replace it (only tunelab's own files are removed), or choose a new --output"
+    problems = artifacts.run_dir_problems(output_dir, replace=overwrite, option="--output", fix=fix)
+    if problems:
+        raise ConfigError(problems[0])
+    loaded = load_runs(paths, trust_remote_code=trust_remote_code)  # checks they share a base and method
     if RunDir(output_dir).has_run():
-        raise ConfigError(f"{output_dir} already holds a run", ["choose a new --output directory"])
-    loaded = load_runs(paths)  # checks they share a base and method; names the adapters
+        artifacts.clear_run(RunDir(output_dir))
     names = list(loaded.adapters)
     loaded.model.add_weighted_adapter(names, weights, COMBINED, combination_type="cat")
     loaded.model.set_adapter(COMBINED)

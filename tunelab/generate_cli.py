@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,16 @@ from tunelab.data.readers import read
 from tunelab.errors import ConfigError, DataError
 from tunelab.generation import Decoding, generate, stream
 from tunelab.inference import Loaded, load_for_inference, load_runs
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """What to load and how: `adapter` picks one of several runs; None device/dtype: the run's, else auto."""
+
+    adapter: str | None = None
+    device: str | None = None
+    dtype: str | None = None
+    trust_remote_code: bool = False
 
 
 def decoding(max_new_tokens: int, temperature: float, top_k: int | None, top_p: float | None, seed: int | None):
@@ -29,7 +40,7 @@ def read_prompts(path: Path) -> list[tuple[Any, str | None]]:
     for record in read(path, "--input"):  # the data package's readers: same files, same located errors
         row = record.fields
         if row is None:
-            problems.append(f"{record.where}: not valid JSON ({record.error})")
+            problems.append(str(record.problem()))
             continue
         adapter = row.get("adapter")
         if adapter is not None and not isinstance(adapter, str):
@@ -45,19 +56,20 @@ def read_prompts(path: Path) -> list[tuple[Any, str | None]]:
     return prompts
 
 
-def load(model_ref: str, adapter: str | None, device: str | None, dtype: str | None) -> Loaded:
+def load(model_ref: str, options: LoadOptions) -> Loaded:
     """One model or run; or several runs on one base, comma-separated, with `adapter` (default: the first) active."""
     refs = [r.strip() for r in model_ref.split(",") if r.strip()]
-    if len(refs) == 1 and adapter is None:
-        return load_for_inference(refs[0], device=device, dtype=dtype)
+    placement = {"device": options.device, "dtype": options.dtype, "trust_remote_code": options.trust_remote_code}
+    if len(refs) == 1 and options.adapter is None:
+        return load_for_inference(refs[0], **placement)
     if not all(artifacts.looks_like_run(r) for r in refs):
         raise ConfigError(
-            "--adapter and several models need run directories",
-            ["tunelab generate runs/tickets,runs/summaries --adapter summaries 'prompt'"],
+            "--adapter and several models need run directories: "
+            "tunelab generate runs/tickets,runs/summaries --adapter summaries 'prompt'"
         )
-    loaded = load_runs(refs, device=device, dtype=dtype)
-    if adapter is not None:
-        loaded.use(adapter)
+    loaded = load_runs(refs, **placement)
+    if options.adapter is not None:
+        loaded.use(options.adapter)
     return loaded
 
 
@@ -89,14 +101,15 @@ def generate_by_adapter(
 
 
 def run_generate(
-    model_ref, prompt, input_path, output_path, dec: Decoding, *, batch_size, system, device, dtype, adapter=None
+    model_ref, prompt, input_path, output_path, dec: Decoding, options: LoadOptions, *, batch_size, system, overwrite
 ):
     if (prompt is None) == (input_path is None):
-        raise ConfigError(
-            "give either a PROMPT or --input FILE", ["tunelab generate MODEL 'prompt'  or  --input x.jsonl"]
-        )
+        raise ConfigError("give either a PROMPT or --input FILE: tunelab generate MODEL 'prompt'  or  --input x.jsonl")
+    # Everything that can fail without the model fails here, before it loads and before any generation.
     prompts = [(prompt, None)] if prompt is not None else read_prompts(input_path)
-    loaded = load(model_ref, adapter, device, dtype)
+    if output_path is not None:
+        artifacts.check_outputs([Path(output_path)], overwrite, "--output")
+    loaded = load(model_ref, options)
     if prompt is not None and output_path is None:
         print_streamed(loaded, prompt, dec, system or loaded.system)
         return
@@ -124,8 +137,8 @@ def print_streamed(loaded: Loaded, prompt: Any, dec: Decoding, system: str | Non
     return "".join(pieces)
 
 
-def run_chat(model_ref: str, dec: Decoding, *, system: str | None, device: str, dtype: str, adapter=None) -> None:
-    loaded = load(model_ref, adapter, device, dtype)
+def run_chat(model_ref: str, dec: Decoding, options: LoadOptions, *, system: str | None) -> None:
+    loaded = load(model_ref, options)
     history: list[dict[str, str]] = []
     switch = f"; /adapter NAME switches ({', '.join(loaded.adapters)})" if loaded.adapters else ""
     console.print(f"chatting with {loaded.source} (empty line or Ctrl-D quits{switch})", markup=False)

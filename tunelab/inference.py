@@ -18,6 +18,7 @@ from transformers import AutoTokenizer
 
 from tunelab import artifacts, methods, models
 from tunelab.config import ModelConfig, RunConfig, validate
+from tunelab.console import info
 from tunelab.errors import ConfigError
 
 
@@ -43,11 +44,14 @@ class Loaded:
         self.source = name
 
 
-def load_for_inference(ref: str, device: str | None = None, dtype: str | None = None, merge: bool = True) -> Loaded:
-    """device/dtype None: the run's own settings (for a run directory), else auto."""
+def load_for_inference(
+    ref: str, device: str | None = None, dtype: str | None = None, merge: bool = True, trust_remote_code: bool = False
+) -> Loaded:
+    """device/dtype None: the run's own settings (for a run directory), else auto. The model's own Python code runs
+    only with `trust_remote_code` from the caller, never from a run's saved config."""
     if artifacts.looks_like_run(ref):
-        return load_run(ref, device, dtype, merge)
-    cfg = ModelConfig(name=ref, device=device or "auto", dtype=dtype or "auto")
+        return load_run(ref, device, dtype, merge, trust_remote_code)
+    cfg = ModelConfig(name=ref, device=device or "auto", dtype=dtype or "auto", trust_remote_code=trust_remote_code)
     return Loaded(*load_plain(cfg), source=ref)
 
 
@@ -61,9 +65,18 @@ def load_plain(cfg: ModelConfig, **load_options: Any) -> tuple[Any, Any]:
     return model, tokenizer
 
 
-def run_config(path: str) -> tuple[artifacts.CompletedRun, RunConfig]:
+def run_config(path: str, trust_remote_code: bool = False) -> tuple[artifacts.CompletedRun, RunConfig]:
+    """A finished run and its config, with model.trust_remote_code set by the caller, not by the saved config:
+    a run directory can come from anyone, and loading it must not run its base model's code unasked."""
     run = artifacts.open_run(path)  # raises RunIncompleteError for a run that did not finish
-    return run, validate(yaml.safe_load(run.config_yaml), source=str(Path(path) / "config.yaml"))
+    cfg = validate(yaml.safe_load(run.config_yaml), source=str(Path(path) / "config.yaml"))
+    if cfg.model.trust_remote_code and not trust_remote_code:
+        info(
+            f"{path}: its config has model.trust_remote_code=true; the model's own code is not trusted from a saved "
+            "run (a run directory can come from anyone): pass --trust-remote-code to this command if you trust it"
+        )
+    model = cfg.model.model_copy(update={"trust_remote_code": trust_remote_code})
+    return run, cfg.model_copy(update={"model": model})
 
 
 def load_base_for(cfg: RunConfig, device: str | None, dtype: str | None, run_path: str | Path = "") -> Any:
@@ -83,9 +96,9 @@ def run_labels(run_path: str | Path) -> list[str] | None:
     return json.loads(metrics.read_text()).get("data", {}).get("labels") if metrics.is_file() else None
 
 
-def load_run(path: str, device: str | None, dtype: str | None, merge: bool) -> Loaded:
+def load_run(path: str, device: str | None, dtype: str | None, merge: bool, trust_remote_code: bool = False) -> Loaded:
     """A finished run: its base model with its adapter (or its whole model), its prompt template and system."""
-    run, cfg = run_config(path)
+    run, cfg = run_config(path, trust_remote_code)
     method = methods.get(cfg.method.name)
     if run.artifact_kind == "adapter":
         model = method.attach(load_base_for(cfg, device, dtype, path), run.artifact_dir, adapter_name(cfg, path))
@@ -95,10 +108,16 @@ def load_run(path: str, device: str | None, dtype: str | None, merge: bool) -> L
             model = model.merge_and_unload()
     else:
         model, _ = load_plain(
-            ModelConfig(name=str(run.artifact_dir), device=device or cfg.model.device, dtype=dtype or cfg.model.dtype)
+            cfg.model.model_copy(
+                update={
+                    "name": str(run.artifact_dir),
+                    "device": device or cfg.model.device,
+                    "dtype": dtype or cfg.model.dtype,
+                }
+            )
         )
     model.eval()
-    tokenizer = AutoTokenizer.from_pretrained(run.artifact_dir)  # saved with the run: the one it trained with
+    tokenizer = run_tokenizer(run, cfg)  # saved with the run: the one it trained with
     return Loaded(model, tokenizer, cfg.data.template, cfg.data.system, source=str(path))
 
 
@@ -106,10 +125,17 @@ def adapter_name(cfg: RunConfig, path: str) -> str:
     return getattr(cfg.method, "adapter_name", None) or Path(path).resolve().name
 
 
-def load_runs(paths: list[str], device: str | None = None, dtype: str | None = None) -> Loaded:
+def run_tokenizer(run: artifacts.CompletedRun, cfg: RunConfig) -> Any:
+    # False, not None: transformers would otherwise ask on stdin for a tokenizer with code of its own.
+    return AutoTokenizer.from_pretrained(run.artifact_dir, trust_remote_code=cfg.model.trust_remote_code)
+
+
+def load_runs(
+    paths: list[str], device: str | None = None, dtype: str | None = None, trust_remote_code: bool = False
+) -> Loaded:
     """Several adapter runs of one base: the base is loaded once, each adapter attached under its name
     (method.adapter_name, else the run directory's name); the first is active."""
-    runs = [(path, *run_config(path)) for path in paths]
+    runs = [(path, *run_config(path, trust_remote_code)) for path in paths]
     check_shared_base(runs)
     _, first_run, first_cfg = runs[0]
     model = load_base_for(first_cfg, device, dtype, paths[0])
@@ -123,8 +149,7 @@ def load_runs(paths: list[str], device: str | None = None, dtype: str | None = N
         model = methods.get(cfg.method.name).attach(model, run.artifact_dir, name)
         adapters[name] = (cfg.data.template, cfg.data.system)
     model.eval()
-    tokenizer = AutoTokenizer.from_pretrained(first_run.artifact_dir)
-    loaded = Loaded(model, tokenizer, adapters=adapters)
+    loaded = Loaded(model, run_tokenizer(first_run, first_cfg), adapters=adapters)
     loaded.use(next(iter(adapters)))
     return loaded
 

@@ -7,7 +7,6 @@ result = train.run(config.load("configs/lora.yaml"))
 from __future__ import annotations
 
 import dataclasses
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -104,8 +103,8 @@ def report_parameters(model, method_name: str, device, dtype) -> None:
 
 def prepare_output_dir(cfg: RunConfig, run_dir: RunDir, resume: bool) -> None:
     if run_dir.has_run() and cfg.train.overwrite_output_dir and not resume:
-        info(f"replacing the earlier run in {run_dir.path} (train.overwrite_output_dir=true)")
-        shutil.rmtree(run_dir.path)
+        info(f"replacing the earlier run in {run_dir.path} (train.overwrite_output_dir=true; tunelab's files only)")
+        artifacts.clear_run(run_dir)
     run_dir.path.mkdir(parents=True, exist_ok=True)
 
 

@@ -5,8 +5,10 @@ preflight(cfg, resume=False)  → the parsed rows (every row checked), or a Conf
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+from tunelab import artifacts
 from tunelab.artifacts import RunDir
 from tunelab.config.load import dump
 from tunelab.config.schema import RunConfig
@@ -38,6 +40,7 @@ def check_device(cfg: RunConfig) -> list[str]:
 
 def check_training(cfg: RunConfig) -> list[str]:
     from tunelab.evaluation import during_training
+    from tunelab.evaluation.metrics import unknown_metrics
 
     t, has_val = cfg.train, cfg.data.validation is not None or cfg.data.val_size is not None
     problems = []
@@ -49,6 +52,9 @@ def check_training(cfg: RunConfig) -> list[str]:
         problems.append("train.early_stopping_patience needs validation data: set data.validation or data.val_size")
     if t.load_best_model_at_end and not has_val:
         problems.append("train.load_best_model_at_end needs validation data: set data.validation or data.val_size")
+    unknown = unknown_metrics(cfg.eval.metrics, "eval.metrics")
+    if unknown:
+        return problems + unknown  # the metric choices below are built from these names
     choices = during_training.selectable_metrics(cfg)
     if t.metric_for_best_model.removeprefix("eval_") not in [c.removeprefix("eval_") for c in choices]:
         problems.append(
@@ -66,18 +72,37 @@ def check_training(cfg: RunConfig) -> list[str]:
 
 
 def check_output_dir(cfg: RunConfig, resume: bool) -> list[str]:
-    run_dir = RunDir(cfg.train.output_dir)
-    if not run_dir.has_run():
-        return []
-    if resume:
-        return config_changes(cfg, run_dir)
-    if cfg.train.overwrite_output_dir:
-        return []  # train.run replaces it, once every check has passed
-    state = "a finished run" if run_dir.is_complete() else "an unfinished run"
-    return [
-        f"train.output_dir={run_dir.path} already holds {state}: pass --resume to continue it, choose another "
-        "output_dir (train.output_dir=runs/new), or set train.overwrite_output_dir=true to replace it"
-    ]
+    path = cfg.train.output_dir
+    unsafe = unsafe_run_dir(path)
+    if unsafe:
+        return [
+            f"train.output_dir={path} is {unsafe}; a run needs a folder of its own, e.g. train.output_dir=runs/NAME"
+        ]
+    run_dir = RunDir(path)
+    if resume and run_dir.has_run():
+        # Resuming writes only tunelab's own files and deletes only its half-written checkpoints.
+        return [] if run_dir.path.is_dir() else [f"train.output_dir={path} is a file, not a run directory"]
+    fix = (
+        "pass --resume to continue it, choose another output_dir (train.output_dir=runs/new), or set "
+        "train.overwrite_output_dir=true to replace it (only tunelab's own files are removed)"
+    )
+    return artifacts.run_dir_problems(path, replace=cfg.train.overwrite_output_dir, option="train.output_dir", fix=fix)
+
+
+def unsafe_run_dir(path: Path) -> str | None:
+    """What `path` is when it must never be a run directory (the root, home, the current folder or one above it,
+    an unexpanded ~), else None."""
+    if str(path).startswith("~"):
+        return "a path starting with ~, which tunelab does not expand (write it out in full)"
+    resolved = path.resolve()
+    if resolved == Path(resolved.anchor):
+        return "the filesystem root"
+    if resolved == Path.home().resolve():
+        return "your home folder"
+    cwd = Path.cwd().resolve()
+    if resolved == cwd or resolved in cwd.parents:
+        return "the current folder (or one above it)"
+    return None
 
 
 def config_changes(cfg: RunConfig, run_dir: RunDir) -> list[str]:

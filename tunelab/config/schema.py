@@ -152,7 +152,11 @@ class TrainConfig(Strict):
         "loss and gradients for less compute when row lengths vary. `auto`: on for decoder-only models with SDPA "
         "attention and methods that do not prepend soft prompts (prompt/prefix tuning).",
     )
-    overwrite_output_dir: bool = Field(False, description="Allow training into an output_dir that already has a run.")
+    overwrite_output_dir: bool = Field(
+        False,
+        description="Replace a run already in output_dir: its tunelab files are removed first, and a folder holding "
+        "files tunelab did not write is refused either way.",
+    )
 
     @field_validator("eval_strategy", "save_strategy", mode="before")
     @classmethod

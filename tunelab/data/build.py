@@ -35,6 +35,7 @@ class DataReport:
     examples: dict[str, int]  # dataset rows per split (raw text split into blocks makes more)
     skipped: dict[str, int] = field(default_factory=dict)  # dropped bad rows per reason
     replayed: int = 0  # general rows mixed into train (data.replay_fraction), counted in rows["train"]
+    repeats: int = 0  # rows that repeat an earlier one (kept on one side of a data.val_size split)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -97,5 +98,6 @@ def build(cfg: RunConfig, tokenizer: Any) -> BuiltData:
         examples={"train": len(train), "validation": len(validation) if validation is not None else 0},
         skipped=skipped,
         replayed=rows.replayed,
+        repeats=rows.repeats,
     )
     return BuiltData(train, validation, report, rows.validation)

@@ -18,7 +18,7 @@ from tunelab.config import RunConfig
 from tunelab.data import formats
 from tunelab.data.problems import Problem, resolve
 from tunelab.data.readers import read
-from tunelab.data.rows import Row, context, convert, resolve_format, split
+from tunelab.data.rows import Row, context, convert, repeat_groups, resolve_format, split
 from tunelab.data.templates import Message
 from tunelab.errors import DataError
 
@@ -64,7 +64,7 @@ def training_labels(cfg: RunConfig, fmt: str) -> list[str] | None:
         return None
     records = read(Path(cfg.data.train), "train")
     if cfg.data.val_size is not None:
-        records, _ = split(records, cfg.data.val_size, cfg.train.seed)
+        records, _ = split(records, cfg.data.val_size, cfg.train.seed, repeat_groups(records, cfg.data))
     return list(context(fmt, records, None).labels or ())
 
 

@@ -32,6 +32,7 @@ class InspectReport:
     token_lengths: dict[str, int]  # p50/p90/p99/max tokens per training row (before any cut)
     truncated: int  # rows whose completion would not fit max_seq_length
     rejected: dict[str, int]  # bad rows per reason (truncated included)
+    repeats: int = 0  # train rows repeating an earlier one, kept on its side of the data.val_size split
     example_where: str = ""
     example: list[tuple[str, bool]] = field(default_factory=list)  # (text, trained) pieces of one row
 
@@ -70,6 +71,8 @@ class InspectReport:
         ]
         if self.labels is not None:
             lines.insert(2, ("labels", ", ".join(self.labels)))
+        if self.repeats:
+            lines.append(("repeated rows", f"{self.repeats} (each kept with its copies on one side of the split)"))
         return lines
 
 
@@ -91,6 +94,7 @@ def inspect(cfg: RunConfig, tokenizer: Any) -> InspectReport:
         token_lengths=percentiles(lengths),
         truncated=rejected.get("truncated", 0),
         rejected=rejected,
+        repeats=rows.repeats,
         example_where=first.row.where if first else "",
         example=pieces(first, tokenizer) if first else [],
     )

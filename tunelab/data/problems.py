@@ -2,21 +2,24 @@
 
 Every check (parse, fields, types, roles, labels, duplicates, lengths) reports a `Problem` for one row;
 `resolve` then either raises one `DataError` listing them all or drops those rows and counts them per reason.
+Many rows with the same problem (a column missing from every row) are listed once, with a count.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from tunelab.config import DataConfig
 from tunelab.errors import DataError
 
-MAX_LISTED = 20  # a DataError lists this many problems, then "and N more"
+MAX_LISTED = 20  # a DataError lists this many distinct problems, then "and N more"
 
 # The reasons a row is bad, as counted in reports (skip mode) and inspect.
 REASONS = (
     "unparseable",
+    "not_text",  # not UTF-8, or a NUL character: binary data, not text
+    "too_large",  # over readers.MAX_ROW_BYTES
     "missing_field",
     "wrong_type",
     "unknown_role",
@@ -59,11 +62,24 @@ class Problem:
 
 
 def listing(problems: list[Problem]) -> list[str]:
-    """The problems as lines for a DataError, capped at MAX_LISTED."""
-    shown = [str(p) for p in problems[:MAX_LISTED]]
-    if len(problems) > MAX_LISTED:
-        shown.append(f"and {len(problems) - MAX_LISTED} more")
+    """The problems as lines for a DataError, rows with the same problem (kind, field, reason, fix) as one
+    line at the first of them with a count, capped at MAX_LISTED lines."""
+    groups: dict[tuple[str, str, str, str], list[Problem]] = {}
+    for p in problems:
+        groups.setdefault((p.kind, p.field, p.reason, p.fix), []).append(p)
+    shown = [_once(same) for same in list(groups.values())[:MAX_LISTED]]
+    rest = list(groups.values())[MAX_LISTED:]
+    if rest:
+        rows = sum(len(same) for same in rest)
+        shown.append(f"and {rows} more" if rows == len(rest) else f"and {rows} more rows ({len(rest)} problems)")
     return shown
+
+
+def _once(same: list[Problem]) -> str:
+    if len(same) == 1:
+        return str(same[0])
+    more = len(same) - 1
+    return str(replace(same[0], where=f"{same[0].where} (and {more} more row{'s' if more > 1 else ''})"))
 
 
 def count_by_reason(problems: list[Problem]) -> dict[str, int]:
@@ -75,6 +91,8 @@ def resolve(problems: list[Problem], total_rows: int, cfg: DataConfig) -> dict[s
     """Raise for bad rows (on_bad_rows=error, or too many skipped); else return skipped counts per reason."""
     if not problems:
         return {}
+    if len({p.where for p in problems}) >= total_rows:  # skipping would leave nothing: do not suggest it
+        raise DataError(f"every row is bad ({total_rows} read): fix the data; skipping leaves none", listing(problems))
     if cfg.on_bad_rows == "error":
         raise DataError(
             f"{len(problems)} bad row(s) in the data: fix them, or set data.on_bad_rows=skip to drop them",

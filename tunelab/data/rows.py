@@ -3,7 +3,7 @@
     rows = preflight(cfg)   # RowSet, or DataError listing every bad row (file:line, field, reason, fix)
 
 Checks here: parse, fields, types, roles, labels, train/validation duplicates. Length checks need the
-tokenizer and live in tunelab.data.encode.
+tokenizer and live in tunelab.data.encode. With data.val_size, copies of one row stay on one side of the split.
 """
 
 from __future__ import annotations
@@ -13,10 +13,11 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tunelab.config import RunConfig
+from tunelab.config import DataConfig, RunConfig
+from tunelab.console import info
 from tunelab.data import formats
 from tunelab.data.formats import FormatContext
-from tunelab.data.problems import Problem, RowError, resolve
+from tunelab.data.problems import Problem, RowError, listing, resolve
 from tunelab.data.readers import Record, read
 from tunelab.data.replay import replay_rows
 from tunelab.data.templates import Message
@@ -45,6 +46,7 @@ class RowSet:
     rows_read: int  # records read from train (+ validation), good and bad
     skipped: dict[str, int] = field(default_factory=dict)  # bad rows dropped, per reason (on_bad_rows=skip)
     replayed: int = 0  # general rows mixed into train (data.replay_fraction)
+    repeats: int = 0  # train rows that repeat an earlier one, kept on its side of the data.val_size split
 
 
 def preflight(cfg: RunConfig) -> RowSet:
@@ -60,8 +62,13 @@ def collect(cfg: RunConfig) -> tuple[RowSet, list[Problem]]:
     """The good rows and the problems of the bad ones, without deciding what to do about them."""
     train_records = read(Path(cfg.data.train), "train")
     val_records = read(Path(cfg.data.validation), "validation") if cfg.data.validation else []
+    repeats = 0
     if cfg.data.val_size is not None:
-        train_records, val_records = split(train_records, cfg.data.val_size, cfg.train.seed)
+        groups = repeat_groups(train_records, cfg.data)
+        repeats = len(train_records) - len(groups)
+        if repeats:
+            info(f"data.val_size: {repeats} row(s) repeat an earlier row; each kept on the same side of the split")
+        train_records, val_records = split(train_records, cfg.data.val_size, cfg.train.seed, groups)
     fmt = resolve_format(cfg.data.format, train_records, Path(cfg.data.train))
     ctx = context(fmt, train_records, cfg.data.labels)
     train, problems = convert(train_records, fmt, ctx)
@@ -70,28 +77,58 @@ def collect(cfg: RunConfig) -> tuple[RowSet, list[Problem]]:
     validation, val_problems = convert(val_records, fmt, ctx)
     validation, dup_problems = drop_duplicates(train, validation)
     labels = list(ctx.labels) if ctx.labels is not None else None
-    rows = RowSet(fmt, labels, train, validation, len(train_records) + len(val_records), replayed=len(replayed))
+    read_count = len(train_records) + len(val_records)
+    rows = RowSet(fmt, labels, train, validation, read_count, replayed=len(replayed), repeats=repeats)
     return rows, problems + replay_problems + val_problems + dup_problems
 
 
-def split(records: list[Record], val_size: float, seed: int) -> tuple[list[Record], list[Record]]:
-    """Hold out a share (0 < val_size < 1) or a count of rows, the same ones for the same seed."""
-    n = len(records)
+def split(
+    records: list[Record], val_size: float, seed: int, groups: list[list[int]] | None = None
+) -> tuple[list[Record], list[Record]]:
+    """Hold out a share (0 < val_size < 1) or a count of rows, the same ones for the same seed. The copies of
+    a row (`groups`, from repeat_groups; None: as data.format auto sees them) go together and count once."""
+    groups = groups if groups is not None else repeat_groups(records)
+    n = len(groups)
     n_val = int(val_size) if val_size >= 1 else max(1, round(val_size * n))
     if n_val >= n:
         raise DataError(
             f"data.val_size={val_size:g} leaves no training rows",
             [f"data.val_size: {n_val} of {n} rows held out; use a smaller share or count, or a validation file"],
         )
-    held = set(random.Random(seed).sample(range(n), n_val))
+    # With no repeats (one row per group) this picks exactly the rows it always has: published runs depend on it.
+    held = {i for g in random.Random(seed).sample(range(n), n_val) for i in groups[g]}
     # Both parts keep file order, so reports and errors read top to bottom.
     return [r for i, r in enumerate(records) if i not in held], [r for i, r in enumerate(records) if i in held]
+
+
+def repeat_groups(records: list[Record], data: DataConfig | None = None) -> list[list[int]]:
+    """Indices of the records grouped by dedup_key, in order of first appearance; a record that does not
+    convert is a group of its own. Split apart, copies of one row would be refused as a train/validation leak.
+    `data` gives the format and labels (None: the format detected, the rows' own labels)."""
+    fmt = data.format if data is not None and data.format != "auto" else None
+    fmt = fmt or formats.majority_format([r.fields for r in records if r.fields is not None])
+    if fmt is None:
+        return [[i] for i in range(len(records))]  # reported as it always is, after the split
+    # The label set of all rows, not just those the split will train on: for grouping, only equality matters.
+    ctx = context(fmt, records, data.labels if data is not None else None)
+    groups: dict[object, list[int]] = {}
+    for i, record in enumerate(records):
+        key: object = ("unconverted", i)
+        if record.fields is not None:
+            try:
+                key = dedup_key(formats.to_messages(record.fields, fmt, ctx))
+            except RowError:
+                pass
+        groups.setdefault(key, []).append(i)
+    return list(groups.values())
 
 
 def resolve_format(configured: str, records: list[Record], path: Path) -> str:
     if configured != "auto":
         return configured
     parsed = [r.fields for r in records if r.fields is not None]
+    if not parsed:  # no fields to tell a format by: say why no row could be read
+        raise DataError(f"{path}: no row could be read", listing([r.problem() for r in records]))
     fmt = formats.majority_format(parsed)
     if fmt is None:
         first = next((r for r in records if r.fields is not None), records[0])
@@ -117,7 +154,7 @@ def convert(records: list[Record], fmt: str, ctx: FormatContext) -> tuple[list[R
     rows, problems = [], []
     for record in records:
         if record.fields is None:
-            problems.append(Problem(record.where, "unparseable", "", record.error, "fix or remove the row"))
+            problems.append(record.problem())
             continue
         try:
             rows.append(Row(formats.to_messages(record.fields, fmt, ctx), record.where, record.line, record.fields))

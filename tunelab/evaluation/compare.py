@@ -18,7 +18,9 @@ from typing import Any
 
 from tunelab import artifacts, data
 from tunelab.config import RunConfig
+from tunelab.errors import ConfigError
 from tunelab.evaluation.evaluate import EvalResult, evaluate_loaded
+from tunelab.evaluation.metrics import unknown_metrics
 from tunelab.evaluation.scoring import format_value
 from tunelab.generation import encode_prompt
 from tunelab.inference import Loaded, load_for_inference
@@ -51,10 +53,57 @@ def context_window(model: Any) -> int:
     return int(getattr(model.config, "max_position_embeddings", 2048))
 
 
-def compare(cfg: RunConfig, test_file: Path, runs: list[str], metrics: list[str]) -> list[Arm]:
-    base = load_for_inference(cfg.model.name, cfg.model.device, cfg.model.dtype)
+OUTPUT_FILES = ("compare.json", "compare.md", "compare.png")
+
+
+@dataclass(frozen=True)
+class CompareJob:
+    """A comparison with every check that needs no weights done."""
+
+    test_file: Path
+    runs: list[str]
+    metrics: list[str]
+    examples: list[Any]
+
+
+def prepare(
+    cfg: RunConfig,
+    config_path: Path,
+    data_file: Path | None,
+    runs: list[str],
+    metrics: list[str] | None,
+    output_dir: Path,
+    overwrite: bool = False,
+) -> CompareJob:
+    """The preflight of `tunelab compare`: metric names, test rows, runs and the output, before any model loads."""
+    from tunelab.evaluation.evaluate import test_file_for
+
+    test_file = test_file_for(str(config_path), config_path, data_file)
+    metrics = metrics or cfg.eval.metrics
+    problems = unknown_metrics(metrics)
+    problems += [f"--run {run}: no such run directory" for run in runs if not Path(run).is_dir()]
+    problems += artifacts.output_problems([output_dir / name for name in OUTPUT_FILES], overwrite, "--output-dir")
+    if problems:
+        raise ConfigError(problems[0], problems[1:])
+    for run in runs:
+        artifacts.open_run(run)  # an unfinished run says so now, not after the base model's arms
+    return CompareJob(test_file, runs, metrics, data.read_eval_examples(test_file, cfg))
+
+
+def compare(
+    cfg: RunConfig,
+    test_file: Path,
+    runs: list[str],
+    metrics: list[str],
+    examples: list[Any] | None = None,
+    trust_remote_code: bool = False,
+) -> list[Arm]:
+    """Every arm on the test rows; the base model as `cfg` loads it, each run only with `trust_remote_code`."""
+    examples = examples if examples is not None else data.read_eval_examples(test_file, cfg)
+    base = load_for_inference(
+        cfg.model.name, cfg.model.device, cfg.model.dtype, trust_remote_code=cfg.model.trust_remote_code
+    )
     base = Loaded(base.model, base.tokenizer, cfg.data.template, cfg.data.system, cfg.model.name)
-    examples = data.read_eval_examples(test_file, cfg)
     arms = [Arm("zero-shot", evaluate_loaded(base, cfg, test_file, metrics, examples))]
     if cfg.eval.few_shot_k:
         k = cfg.eval.few_shot_k
@@ -63,7 +112,8 @@ def compare(cfg: RunConfig, test_file: Path, runs: list[str], metrics: list[str]
         arms.append(Arm(name, evaluate_loaded(base, cfg, test_file, metrics, shots)))
     del base
     for run in runs:
-        arms.append(Arm(f"fine-tuned ({run})", evaluate_loaded(load_for_inference(run), cfg, test_file, metrics)))
+        tuned = load_for_inference(run, trust_remote_code=trust_remote_code)
+        arms.append(Arm(f"fine-tuned ({run})", evaluate_loaded(tuned, cfg, test_file, metrics, examples)))
     return arms
 
 

@@ -1,7 +1,7 @@
 """`tunelab eval MODEL_OR_RUN --data test.jsonl --metrics rougeL,bleu`: generate, score, report.
 
-    result = evaluate("runs/demo", Path("test.jsonl"), ["json_fields", "exact_match"])
-    write(result, Path("runs/demo/eval"))   # metrics.json, predictions.jsonl, report.md
+    job = prepare("runs/demo", Path("test.jsonl"), ["json_fields", "exact_match"])  # checks, no weights
+    result = run(job)   # generate, score, write metrics.json, predictions.jsonl, report.md to job.output_dir
 
 A run directory brings its own prompt format, template and system prompt; a plain model takes them
 from `--config` (or the defaults).
@@ -15,15 +15,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from tunelab import artifacts, data
 from tunelab.config import RunConfig, validate
 from tunelab.errors import ConfigError
+from tunelab.evaluation.metrics import unknown_metrics
 from tunelab.evaluation.predict import predict
 from tunelab.evaluation.scoring import best_and_worst, format_value, score_all
 from tunelab.generation import Decoding, encode_prompt
-from tunelab.inference import Loaded, load_for_inference
+from tunelab.inference import Loaded, load_for_inference, run_config
 
 
 @dataclass
@@ -46,8 +45,7 @@ class EvalResult:
 def run_config_for(ref: str, config_path: Path | None, test_file: Path) -> RunConfig:
     """The config that says how prompts are rendered: the run's own, --config, or defaults."""
     if artifacts.looks_like_run(ref):
-        run = artifacts.open_run(ref)
-        return validate(yaml.safe_load(run.config_yaml), source=str(Path(ref) / "config.yaml"))
+        return run_config(ref)[1]
     if config_path is not None:
         from tunelab.config import load
 
@@ -62,7 +60,7 @@ def test_file_for(ref: str, config_path: Path | None, given: Path | None) -> Pat
     source = config_path if config_path is not None else ref
     cfg = run_config_for(ref, config_path, Path("-")) if artifacts.looks_like_run(ref) or config_path else None
     if cfg is None or cfg.eval.test is None:
-        raise ConfigError("no test data", [f"{source}: pass --data test.jsonl, or set eval.test in the config"])
+        raise ConfigError(f"{source}: no test data; pass --data test.jsonl, or set eval.test in the config")
     return cfg.eval.test
 
 
@@ -70,14 +68,53 @@ def default_output_dir(ref: str) -> Path:
     return Path(ref) / "eval" if artifacts.looks_like_run(ref) else Path("runs/eval")
 
 
-def evaluate(
-    ref: str, test_file: Path, metrics: list[str] | None = None, config_path: Path | None = None, **options: Any
-) -> EvalResult:
+OUTPUT_FILES = ("metrics.json", "predictions.jsonl", "report.md")
+
+
+@dataclass(frozen=True)
+class EvalJob:
+    """An evaluation with every check that needs no weights done: the test rows read, the metrics known, the
+    output free to write (or --overwrite given)."""
+
+    ref: str
+    cfg: RunConfig
+    test_file: Path
+    examples: list[Any]
+    metrics: list[str]
+    output_dir: Path
+    trust_remote_code: bool = False
+
+
+def prepare(
+    ref: str,
+    data_file: Path | None,
+    metrics: list[str] | None,
+    config_path: Path | None = None,
+    output_dir: Path | None = None,
+    overwrite: bool = False,
+    trust_remote_code: bool = False,
+) -> EvalJob:
+    """The preflight of `tunelab eval`: a typo in a metric or a missing file costs seconds, not a generation."""
+    test_file = test_file_for(ref, config_path, data_file)
     cfg = run_config_for(ref, config_path, test_file)
-    loaded = load_for_inference(ref)
-    if not artifacts.looks_like_run(ref):
-        loaded = Loaded(loaded.model, loaded.tokenizer, cfg.data.template, cfg.data.system, loaded.source)
-    return evaluate_loaded(loaded, cfg, test_file, metrics or cfg.eval.metrics, **options)
+    metrics = metrics or cfg.eval.metrics
+    out = output_dir or default_output_dir(ref)
+    problems = unknown_metrics(metrics)
+    if problems:
+        raise ConfigError(problems[0], problems[1:])
+    examples = data.read_eval_examples(test_file, cfg)  # bad rows are named before the output is looked at
+    artifacts.check_outputs([out / name for name in OUTPUT_FILES], overwrite, "--output-dir")
+    return EvalJob(ref, cfg, test_file, examples, metrics, out, trust_remote_code)
+
+
+def run(job: EvalJob, **options: Any) -> EvalResult:
+    """Load the model, generate, score, and write metrics.json, predictions.jsonl and report.md."""
+    loaded = load_for_inference(job.ref, trust_remote_code=job.trust_remote_code)
+    if not artifacts.looks_like_run(job.ref):
+        loaded = Loaded(loaded.model, loaded.tokenizer, job.cfg.data.template, job.cfg.data.system, loaded.source)
+    result = evaluate_loaded(loaded, job.cfg, job.test_file, job.metrics, job.examples, **options)
+    write(result, job.output_dir)
+    return result
 
 
 def evaluate_loaded(

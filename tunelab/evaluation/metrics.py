@@ -15,6 +15,7 @@ ratios of corpus-wide counts, so they are not, and `bootstrap_ci` re-scores them
 
 from __future__ import annotations
 
+import difflib
 import functools
 import json
 import re
@@ -227,6 +228,17 @@ def task_scorer(name: str) -> Metric:
         return METRICS[name]
     except KeyError:
         raise ValueError(f"unknown metric {name!r}; valid metrics: {', '.join(sorted(METRICS))}") from None
+
+
+def unknown_metrics(names: list[str], where: str = "--metrics") -> list[str]:
+    """A problem line for each name that is no metric, with the nearest one: checked before any model loads."""
+    problems = []
+    for name in names:
+        if name not in METRICS:
+            close = difflib.get_close_matches(name, list(METRICS), n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            problems.append(f"{where}: unknown metric {name!r}; {hint}valid metrics: {', '.join(sorted(METRICS))}")
+    return problems
 
 
 def main_metric(name: str) -> str:

@@ -74,7 +74,7 @@ def _load(path: Path, parse: Callable[[dict[str, Any], Record, list[Problem]], T
     items, problems = [], []
     for record in read(path, ROLE):
         if record.fields is None:
-            problems.append(Problem(record.where, "unparseable", "", record.error, "fix or remove the row"))
+            problems.append(record.problem())
         elif (item := parse(record.fields, record, problems)) is not None:
             items.append(item)
     if problems:

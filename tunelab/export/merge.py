@@ -11,18 +11,18 @@ tolerance it fails and nothing is written (users report silent quality drops aft
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoTokenizer
 
 from tunelab import artifacts, methods
 from tunelab.console import info
 from tunelab.errors import ConfigError, TunelabError
-from tunelab.inference import adapter_name, load_base_for, run_config
+from tunelab.inference import adapter_name, load_base_for, run_config, run_tokenizer
 
 CHECK_PROMPTS = (
     "The capital of France is",
@@ -38,10 +38,20 @@ class MergeCheckError(TunelabError):
     """The merged model's outputs differ from base + adapter by more than the tolerance."""
 
 
-def merge_run(path: str, output: Path, dtype: str = "float32", tolerance: float | None = None) -> dict[str, Any]:
-    if output.exists():
-        raise ConfigError(f"{output} exists", ["choose a new --output directory (nothing is overwritten)"])
-    run, cfg = run_config(path)
+REPORT = "merge_report.json"
+
+
+def merge_run(
+    path: str,
+    output: Path,
+    dtype: str = "float32",
+    tolerance: float | None = None,
+    *,
+    overwrite: bool = False,
+    trust_remote_code: bool = False,
+) -> dict[str, Any]:
+    check_output(output, overwrite)
+    run, cfg = run_config(path, trust_remote_code)
     method = methods.get(cfg.method.name)
     if run.artifact_kind != "adapter":
         raise ConfigError(f"{path} holds a whole model already ({run.artifact_dir})", ["use that directory as is"])
@@ -56,11 +66,28 @@ def merge_run(path: str, output: Path, dtype: str = "float32", tolerance: float 
     reference = method.attach(load_base_for(cfg, "cpu", "float32", path), run.artifact_dir, adapter_name(cfg, path))
     merged = method.attach(dequantized_base(cfg, path), run.artifact_dir, adapter_name(cfg, path)).merge_and_unload()
     merged = merged.to(getattr(torch, dtype))
-    tokenizer = AutoTokenizer.from_pretrained(run.artifact_dir)  # saved with the run, chat template included
+    tokenizer = run_tokenizer(run, cfg)  # saved with the run, chat template included
     report = check(reference, merged, tokenizer, TOLERANCE[dtype] if tolerance is None else tolerance)
     report |= {"source": str(path), "method": cfg.method.name, "dtype": dtype}
     save(merged, tokenizer, output, report)
     return report
+
+
+def check_output(output: Path, overwrite: bool) -> None:
+    """The one rule for what a command writes: an existing --output is replaced only with --overwrite, and then
+    only when it is a merge's own output holding nothing but the files that merge wrote (its report lists them)."""
+    if not output.exists() or (output.is_dir() and not any(output.iterdir())):
+        return
+    if not overwrite:
+        raise ConfigError(f"--output {output} already exists; pass --overwrite to replace it, or choose a new folder")
+    written = json.loads((output / REPORT).read_text()).get("files") if (output / REPORT).is_file() else None
+    if written is None:
+        raise ConfigError(f"--output {output} is not a folder `tunelab merge` wrote; nothing there is replaced")
+    foreign = artifacts.foreign_entries(output, frozenset([*written, REPORT]))
+    if foreign:
+        raise ConfigError(
+            f"--output {output} holds files merge did not write ({', '.join(foreign)}); nothing replaced"
+        )
 
 
 def dequantized_base(cfg: Any, path: str) -> Any:
@@ -92,12 +119,13 @@ def check(reference: Any, merged: Any, tokenizer: Any, tolerance: float) -> dict
 
 
 def save(model: Any, tokenizer: Any, output: Path, report: dict[str, Any]) -> None:
-    """safetensors + config + tokenizer (with its chat template) + merge_report.json, moved into place whole."""
+    """safetensors + config + tokenizer (with its chat template) + merge_report.json (listing every file written),
+    moved into place whole; an earlier merge there (checked by check_output) is replaced in the same move."""
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
-    artifacts.write_json(tmp / "merge_report.json", report)
-    os.replace(tmp, output)
+    artifacts.write_json(tmp / REPORT, report | {"files": sorted(os.listdir(tmp))})
+    artifacts.replace_dir(tmp, output)
     info(f"merged model written to {output}")

@@ -78,13 +78,18 @@ def models_table(rows: list[dict[str, Any]] | None = None) -> Any:
     from rich.table import Table
 
     table = Table(title=f"Models (cache: {models_cache()})")
-    for column in ("name", "kind", "installed", "converted", "size", "description"):
-        table.add_column(column, overflow="fold")
+    # Names and sizes never wrap (`tunelab models | grep NAME` must find whole names on an 80-column pipe); the
+    # free text wraps at word boundaries instead.
+    for column in ("name", "kind", "size"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("installed")
+    table.add_column("converted")
+    table.add_column("description", ratio=1, overflow="fold")
     for row in list_models() if rows is None else rows:
         installed = "yes" if row["installed"] else f"no: {row['install_hint'] or 'source file gone'}"
         converted = "yes" if row["converted"] else "no (on first use)"
         table.add_row(
-            row["name"], row["kind"], installed, converted, human_size(row["size_bytes"]), row["description"]
+            row["name"], row["kind"], human_size(row["size_bytes"]), installed, converted, row["description"]
         )
     return table
 

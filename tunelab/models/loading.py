@@ -121,6 +121,7 @@ def _guarded(cfg: ModelConfig, source: ModelSource, load: Callable[[], T]) -> T:
         if "trust_remote_code" not in str(err):
             raise
         raise ConfigError(
-            f"model.name: {cfg.name!r} needs its own Python code (from the model repository) to load; "
-            "set model.trust_remote_code=true if you trust its authors"
+            f"model.name: {cfg.name!r} needs its own Python code (from the model repository) to load; if you trust "
+            "its authors, set model.trust_remote_code=true in the config you train with, or pass --trust-remote-code "
+            "to the command that loads it (a run's saved setting is never enough)"
         ) from err
