@@ -194,15 +194,14 @@ def test_split_without_repeats_holds_out_exactly_the_rows_it_always_has(tmp_path
     assert rows.repeats == 0
 
 
-def test_copies_of_a_row_stay_on_one_side_of_the_split(tmp_path, caplog):
+def test_copies_of_a_row_stay_on_one_side_of_the_split(tmp_path, capsys):
     rows = qa_rows(20)
     copy = {"prompt": "  Question  number 5?", "completion": "Answer 5.\n"}  # the same after whitespace
     path = write_rows(tmp_path / "t.jsonl", [*rows[:12], copy, *rows[12:], rows[5]])
     copies = {6, 13, 22}
     would_have_split = 0
     for seed in range(30):
-        with caplog.at_level("INFO", logger="tunelab.data.rows"):
-            got = data.preflight(make_cfg(path, seed=seed, val_size=0.25))  # no leak refused
+        got = data.preflight(make_cfg(path, seed=seed, val_size=0.25))  # no leak refused
         val = {r.line for r in got.validation}
         assert got.repeats == 2 and (copies <= val or not copies & val), seed
         # split() alone (as evaluation re-derives the training labels) holds out the same rows
@@ -210,7 +209,8 @@ def test_copies_of_a_row_stay_on_one_side_of_the_split(tmp_path, caplog):
         old = {i + 1 for i in random.Random(seed).sample(range(22), round(0.25 * 22))}
         would_have_split += 0 < len(copies & old) < 3
     assert would_have_split  # the old split did separate them for some of these seeds
-    assert "2 repeated row(s) kept on the same side of the split" in caplog.text
+    said = " ".join(capsys.readouterr().err.split())  # the console wraps long lines
+    assert "2 row(s) repeat an earlier row; each kept on the same side of the split" in said
 
 
 def test_rows_given_in_both_train_and_a_validation_file_are_still_duplicates(tmp_path):
