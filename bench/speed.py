@@ -9,7 +9,7 @@ One run, one model (the built-in SmolLM2-135M-Instruct), the same rows, LoRA sha
 linear layers, no dropout), batch size, learning rate, linear schedule, sequence limit and one epoch for
 every arm; the arms are described in bench/speed_arms.py. Each arm trains in its own process so its peak
 RSS (the child's ru_maxrss, loading included) is its own. tunelab's arms start on tcmalloc when the machine
-has it, as `tunelab train` does (tunelab/allocator.py); TRL and the plain loop on the malloc the bench started
+has it, as `tunelab train` does (tunelab/launch.py); TRL and the plain loop on the malloc the bench started
 with (`LD_PRELOAD=/path/libtcmalloc_minimal.so.4 bench/speed.py` gives it to every arm); the table says which.
 Printed per arm: training seconds, real (non-padding) tokens per second, peak RSS, the training loss (mean of
 the last 5 steps), the held-out loss (the same rows scored in fp32 for every arm), and MFU: tokens/s x FLOPs
@@ -39,7 +39,7 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tunelab import allocator  # noqa: E402 (after the path insert, so this checkout's tunelab is the one measured)
+from tunelab import launch  # noqa: E402 (after the path insert, so this checkout's tunelab is the one measured)
 
 DATA = {
     "demo": ("examples/support_tickets/train.jsonl", "examples/support_tickets/test.jsonl", 200),
@@ -110,9 +110,9 @@ def run_arm(arm: str, method: str, data: str, args: argparse.Namespace, director
     spec_file, out_file = Path(directory) / f"{arm}-{method}-{data}.json", Path(directory) / "out.json"
     spec_file.write_text(json.dumps(spec))
     print(f"{data} / {method} / {arm}: training {spec['rows']} rows ...", flush=True)
-    # tunelab's arms start as `tunelab train` does: on tcmalloc when the machine has it (tunelab.allocator);
+    # tunelab's arms start as `tunelab train` does: on tcmalloc when the machine has it (tunelab.launch);
     # the others on whatever malloc this bench was started with (preload one for the bench to give it to all).
-    env = allocator.preload_env(os.environ) if arm.startswith("tunelab") else None
+    env = launch.preload_env(os.environ) if arm.startswith("tunelab") else None
     command = [sys.executable, str(REPO / "bench/speed_arms.py"), str(spec_file), str(out_file)]
     child = subprocess.Popen(command, env=env)
     _, status, usage = os.wait4(child.pid, 0)  # this child's own peak RSS

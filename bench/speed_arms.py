@@ -33,7 +33,7 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tunelab import allocator  # noqa: E402 (this checkout's tunelab)
+from tunelab import launch  # noqa: E402 (this checkout's tunelab)
 
 LORA = {"r": 16, "lora_alpha": 32, "lora_dropout": 0.0, "target_modules": "all-linear"}
 
@@ -259,7 +259,7 @@ def finish(seconds: float, tokens: int, losses: list[float], model: Any, tokeniz
         "losses": losses,
         "final_train_loss": sum(losses[-5:]) / len(losses[-5:]),
         "eval_loss": heldout_loss(model, tokenizer, heldout),
-        "malloc": allocator.in_use(),
+        "malloc": launch.in_use(),
     }
 
 

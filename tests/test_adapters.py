@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tests.helpers import memorizable_rows, run_cli, write_config, write_jsonl
-from tunelab.inference import load_for_inference, load_runs
+from tunelab.inference.loading import load_for_inference, load_runs
 
 PROMPT = "The secret word for sky?"
 

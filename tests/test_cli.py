@@ -31,7 +31,7 @@ def test_generate_from_a_lora_run_loads_base_plus_adapter(tmp_path, tiny_model_d
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tunelab.generation import Decoding, generate
+    from tunelab.inference.generation import Decoding, generate
 
     run = train_run(
         tmp_path, tiny_model_dir, {"name": "lora", "r": 8, "alpha": 16}, {"max_steps": 10, "learning_rate": 5e-2}
@@ -105,7 +105,7 @@ def test_chat_streams_answers_and_keeps_history(finished_run):
     import click.testing
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tunelab.generation import Decoding, generate
+    from tunelab.inference.generation import Decoding, generate
 
     rows = memorizable_rows()
     command = click.Command("tunelab", callback=lambda: cli.main(["chat", str(finished_run), "--max-new-tokens", "8"]))
@@ -147,10 +147,10 @@ def test_generate_on_a_plain_model_does_not_import_peft_or_datasets(tiny_model_d
     import sys
 
     code = (
-        "import sys; from tunelab import generate_cli; "
-        "from tunelab.generation import Decoding; "
-        f"loaded = generate_cli.load({str(tiny_model_dir)!r}, generate_cli.LoadOptions(device='cpu')); "
-        "generate_cli.print_streamed(loaded, 'Hi', Decoding(max_new_tokens=3), None); "
+        "import sys; from tunelab.inference import chat, loading; "
+        "from tunelab.inference.generation import Decoding; "
+        f"loaded = loading.load_model_or_runs({str(tiny_model_dir)!r}, loading.LoadOptions(device='cpu')); "
+        "chat.print_streamed(loaded, 'Hi', Decoding(max_new_tokens=3), None); "
         "print(sorted(m for m in ('peft', 'datasets', 'bitsandbytes', 'trl') if m in sys.modules))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)

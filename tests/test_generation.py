@@ -1,4 +1,4 @@
-"""tunelab.generation on the tiny random Llama (real SmolLM2 tokenizer and chat template), fp32 on CPU."""
+"""tunelab.inference.generation on the tiny random Llama (real SmolLM2 tokenizer and chat template), fp32 on CPU."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 
 from tunelab.config.schema import ModelConfig
 from tunelab.data.templates import render_prompt
-from tunelab.generation import Decoding, encode_prompt, generate, stream
+from tunelab.inference.generation import Decoding, encode_prompt, generate, stream
 from tunelab.models import load_model, load_tokenizer
 
 PROMPTS = [
@@ -84,7 +84,7 @@ def test_max_new_tokens_respected(tiny, spy):
 
 
 def test_stops_at_eos_and_strips_special_tokens(tiny):
-    from tunelab.generation import _decode_until_eos
+    from tunelab.inference.generation import _decode_until_eos
 
     _, tok = tiny
     hello = tok("Hello there", add_special_tokens=False).input_ids

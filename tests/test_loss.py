@@ -9,7 +9,7 @@ from transformers import AutoModelForCausalLM, DataCollatorForSeq2Seq, GPT2Confi
 
 from tests.helpers import train_and_read_losses, write_config
 from tunelab import config, data
-from tunelab.loss import ChunkedLinearCrossEntropy, supports_sparse_head, trained_positions_loss
+from tunelab.training.loss import ChunkedLinearCrossEntropy, supports_sparse_head, trained_positions_loss
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from tests.helpers import run_cli, write_config
-from tunelab.inference import load_for_inference
+from tunelab.inference.loading import load_for_inference
 
 PROMPT = "The secret word for sky?"
 

@@ -15,7 +15,7 @@ from pydantic import TypeAdapter
 from tests.helpers import run_cli, write_config
 from tunelab import methods
 from tunelab.config.methods import MethodConfig
-from tunelab.methods import bottleneck, qlora
+from tunelab.methods import adapter, qlora
 
 HIDDEN, INTER, LAYERS, KV = 32, 64, 2, 16  # KV: 2 KV heads x head dim 8
 
@@ -95,7 +95,7 @@ def train_one_step(model, enc):
 def base_state(model):
     """Every base tensor (adapter weights excluded), cloned, by name; 4-bit weights as their dequantized values,
     since bitsandbytes re-lays out CPU 4-bit weights and their constants between inference and training."""
-    skip = ("lora_", "ia3_", "prompt_encoder", bottleneck.SLOT)
+    skip = ("lora_", "ia3_", "prompt_encoder", adapter.SLOT)
     state = {k: v.clone() for k, v in model.state_dict().items() if not any(s in k for s in skip)}
     quantized = dequantized_4bit(model)
     if quantized:
@@ -124,7 +124,7 @@ def adapter_off(model):
         with model.disable_adapter():
             yield
     else:
-        with bottleneck.disabled(model):
+        with adapter.disabled(model):
             yield
 
 

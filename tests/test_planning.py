@@ -243,7 +243,7 @@ def test_qlora_counts_equal_a_real_4bit_model(tiny_model_dir):
 
 def saved_in_block(model, block, inputs, sparse_head: bool, autocast: bool) -> int:
     """Bytes autograd saves inside `block` in one forward (bf16 autocast, or none), each storage once."""
-    from tunelab.loss import trained_positions_loss
+    from tunelab.training.loss import trained_positions_loss
 
     depth = [0]  # 1 while the block runs
     block.register_forward_pre_hook(lambda *_: depth.__setitem__(0, 1))
@@ -272,8 +272,8 @@ def test_saved_activations_match_autograd(tiny_model_dir, name, compute):
     too high.)"""
     from transformers import AutoModelForCausalLM
 
-    from tunelab.loss import unwrap
     from tunelab.methods.base import transformer_blocks
+    from tunelab.training.loss import unwrap
 
     spec, cfg = methods.get(name), method_cfg(name, **({"trainable_layers": 1} if name == "freeze" else {}))
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=spec.load_dtype(compute))

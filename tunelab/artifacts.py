@@ -27,7 +27,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from tunelab import allocator
+from tunelab import launch
 from tunelab.errors import ConfigError, RunIncompleteError
 
 COMPLETE = "COMPLETE"
@@ -185,7 +185,7 @@ def check_outputs(paths: list[Path], overwrite: bool, option: str) -> None:
 
 
 def library_versions() -> dict[str, str]:
-    versions = {"python": platform.python_version(), "malloc": allocator.in_use()}
+    versions = {"python": platform.python_version(), "malloc": launch.in_use()}
     for name in TRACKED_PACKAGES:
         try:
             versions[name] = metadata.version(name)

@@ -13,15 +13,14 @@ from typing import Any
 
 from transformers import set_seed
 
-from tunelab import artifacts, methods, models
-from tunelab import data as datasets
-from tunelab import trainer as trainers
+from tunelab import artifacts, data, methods, models
 from tunelab.artifacts import RunDir
 from tunelab.config import RunConfig, dump
-from tunelab.config.preflight import preflight
 from tunelab.console import info
 from tunelab.evaluation import forgetting
 from tunelab.models.tasks import CAUSAL_LM, CLASSIFIER
+from tunelab.training import trainer as trainers
+from tunelab.training.preflight import preflight
 
 
 @dataclass(frozen=True)
@@ -42,14 +41,14 @@ def run(cfg: RunConfig, *, resume: bool = False, callbacks: tuple = ()) -> RunRe
     compute_dtype = models.pick_dtype(cfg.model.dtype, device)
 
     tokenizer = models.load_tokenizer(cfg.model)
-    data = datasets.build_for_task(cfg, tokenizer, task)  # lengths checked with the tokenizer, before the model
+    built = data.build_for_task(cfg, tokenizer, task)  # lengths checked with the tokenizer, before the model
     model = models.load_model(
         cfg.model,
         dtype=method.load_dtype(compute_dtype),
         device=device,
         task=task,
         **method.load_options(cfg.method, compute_dtype),
-        **(models.classifier_options(data.report.labels) if task == CLASSIFIER else {}),
+        **(models.classifier_options(built.report.labels) if task == CLASSIFIER else {}),
     )
     set_seed(cfg.train.seed)  # adapter init draws from the global RNG: same config, same starting weights
     model = method.prepare(model, cfg.method, tokenizer)
@@ -58,10 +57,10 @@ def run(cfg: RunConfig, *, resume: bool = False, callbacks: tuple = ()) -> RunRe
 
     prepare_output_dir(cfg, run_dir, resume)
     artifacts.start(run_dir, dump(cfg))
-    trainer = trainers.build(cfg, model, tokenizer, data, run_dir, device, compute_dtype, callbacks, probe)
+    trainer = trainers.build(cfg, model, tokenizer, built, run_dir, device, compute_dtype, callbacks, probe)
     with trainer.attention():
         output = trainer.train(resume_from_checkpoint=resume_point(run_dir, resume))
-        metrics = collect_metrics(trainer, output.metrics, model, data)
+        metrics = collect_metrics(trainer, output.metrics, model, built)
     if probe is not None:
         after_probe = score_probe(trainer.model, tokenizer, probe, "the result")
         metrics["forgetting"] = forgetting.compare(base_probe, after_probe, cfg.forgetting)
@@ -131,10 +130,10 @@ def final_evaluation(trainer) -> dict[str, Any]:
     return trainer.evaluate()
 
 
-def collect_metrics(trainer, train_metrics: dict[str, Any], model, data) -> dict[str, Any]:
+def collect_metrics(trainer, train_metrics: dict[str, Any], model, built) -> dict[str, Any]:
     trainable, total = methods.count_parameters(model)
     metrics: dict[str, Any] = {"train": train_metrics, "trainable_params": trainable, "total_params": total}
-    if data.validation is not None:
+    if built.validation is not None:
         metrics["eval"] = final_evaluation(trainer)
-    metrics["data"] = data.report.to_dict() if hasattr(data.report, "to_dict") else data.report
+    metrics["data"] = built.report.to_dict() if hasattr(built.report, "to_dict") else built.report
     return metrics

@@ -68,7 +68,7 @@ def classify(model: Any, tokenizer: Any, texts: list[str], batch_size: int = 32)
     """The predicted label of each text (argmax of the head), by the model's own id2label."""
     import torch
 
-    from tunelab.generation import eval_mode
+    from tunelab.inference.generation import eval_mode
 
     names = model.config.id2label
     out: list[str] = []

@@ -3,7 +3,7 @@
     data = build_for_seq2seq(cfg, tokenizer)   # BuiltData; input_ids/attention_mask (prompt), labels (answer)
 
 Rows are read and checked exactly as for causal LMs; the prompt is rendered as generation renders it
-(tunelab.generation.encode_prompt), the answer (the final assistant turn) is tokenized alone and ends with
+(tunelab.inference.generation.encode_prompt), the answer (the final assistant turn) is tokenized alone and ends with
 EOS, and every answer token is trained. There is no concatenation: the encoder reads the prompt, the
 decoder learns the answer. Sequences longer than train.max_seq_length are truncated (counted in the log).
 """
@@ -48,7 +48,7 @@ def build_for_seq2seq(cfg: RunConfig, tokenizer: Any) -> BuiltData:
 
 
 def encode(tokenizer: Any, rows: list[Row], cfg: RunConfig) -> datasets.Dataset:
-    from tunelab.generation import encode_prompt
+    from tunelab.inference.generation import encode_prompt
 
     limit = cfg.train.max_seq_length
     prompts = [encode_prompt(tokenizer, row.messages[:-1], cfg.data.template, cfg.data.system) for row in rows]

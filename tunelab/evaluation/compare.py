@@ -22,8 +22,8 @@ from tunelab.errors import ConfigError
 from tunelab.evaluation.evaluate import EvalResult, evaluate_loaded
 from tunelab.evaluation.metrics import unknown_metrics
 from tunelab.evaluation.scoring import format_value
-from tunelab.generation import encode_prompt
-from tunelab.inference import Loaded, load_for_inference
+from tunelab.inference.generation import encode_prompt
+from tunelab.inference.loading import Loaded, load_for_inference
 
 
 @dataclass

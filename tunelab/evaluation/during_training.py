@@ -12,7 +12,7 @@ from typing import Any
 from tunelab.config import RunConfig
 from tunelab.evaluation.metrics import main_metric
 from tunelab.evaluation.predict import score
-from tunelab.generation import Decoding, generate
+from tunelab.inference.generation import Decoding, generate
 
 LOSS_METRICS = ("loss", "eval_loss")
 PROBE_METRICS = ("probe_accuracy", "probe_perplexity")  # with forgetting.at_each_evaluation

@@ -21,8 +21,8 @@ from tunelab.errors import ConfigError
 from tunelab.evaluation.metrics import unknown_metrics
 from tunelab.evaluation.predict import predict
 from tunelab.evaluation.scoring import best_and_worst, format_value, score_all
-from tunelab.generation import Decoding, encode_prompt
-from tunelab.inference import Loaded, load_for_inference, run_config
+from tunelab.inference.generation import Decoding, encode_prompt
+from tunelab.inference.loading import Loaded, load_for_inference, run_config
 
 
 @dataclass

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from tunelab.evaluation.probes import MCItem  # one question type for the shipped probe and for scoring
-from tunelab.generation import eval_mode
+from tunelab.inference.generation import eval_mode
 
 IGNORE_INDEX = -100  # the label value Hugging Face losses skip
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from tunelab.evaluation.metrics import task_scorer
-from tunelab.generation import Decoding, generate
+from tunelab.inference.generation import Decoding, generate
 from tunelab.models.tasks import CLASSIFIER, model_task
 
 # Evaluation decodes greedily so that two arms differ by their model, not by sampling luck. 48 new tokens

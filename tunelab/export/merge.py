@@ -22,7 +22,7 @@ import torch
 from tunelab import artifacts, methods
 from tunelab.console import info
 from tunelab.errors import ConfigError, TunelabError
-from tunelab.inference import adapter_name, load_base_for, run_config, run_tokenizer
+from tunelab.inference.loading import adapter_name, load_base_for, run_config, run_tokenizer
 
 CHECK_PROMPTS = (
     "The capital of France is",

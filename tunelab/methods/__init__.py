@@ -7,7 +7,7 @@ base, and whether it can be merged into the base weights.
 
 from __future__ import annotations
 
-from tunelab.methods import bottleneck, freeze, full, ia3, lora, prompt_tuning, qlora
+from tunelab.methods import adapter, freeze, full, ia3, lora, prompt_tuning, qlora
 from tunelab.methods.base import MethodSpec, count_parameters
 
 METHODS: dict[str, MethodSpec] = {
@@ -20,7 +20,7 @@ METHODS: dict[str, MethodSpec] = {
         ia3.METHOD,
         prompt_tuning.PROMPT_TUNING,
         prompt_tuning.PREFIX_TUNING,
-        bottleneck.METHOD,
+        adapter.METHOD,
     )
 }
 

@@ -48,11 +48,11 @@ class MethodSpec:
     attach: Callable[[nn.Module, Path, str], nn.Module] = attach_peft
     # The adapter can be folded into the base weights (`tunelab merge`, faster generation).
     mergeable: bool = False
-    # The training loss may run the LM head on trained positions only (tunelab.loss); soft-prompt methods
+    # The training loss may run the LM head on trained positions only (tunelab.training.loss); soft-prompt methods
     # shift positions by their virtual tokens, so they keep peft's own loss.
     sparse_head: bool = True
-    # Batches may lay their rows end to end without padding (tunelab.packing); soft-prompt methods prepend
-    # virtual tokens to each row of a padded batch, so they cannot.
+    # Batches may lay their rows end to end without padding (tunelab.training.padding_free); soft-prompt
+    # methods prepend virtual tokens to each row of a padded batch, so they cannot.
     padding_free: bool = True
 
 

@@ -36,9 +36,10 @@ class AddmmLoraLinear(PeftLoraLinear):
         if base.bias is not None:
             lora = lora + base.bias
         # Out of place, with the big matmul last: the layer's output is that op's own, which selective
-        # checkpointing keeps (tunelab.checkpointing); an in-place add onto a kept tensor would change it behind
-        # the checkpoint's back. Against an in-place addmm_ onto the base output, forward + backward of one
-        # batch, median of 7 alternating in one process: wide rows 15.50 vs 15.19 s, demo rows 4.53 vs 4.59 s.
+        # checkpointing keeps (tunelab.training.activation_checkpointing); an in-place add onto a kept tensor
+        # would change it behind the checkpoint's back. Against an in-place addmm_ onto the base output, forward +
+        # backward of one batch, median of 7 alternating in one process: wide rows 15.50 vs 15.19 s, demo rows
+        # 4.53 vs 4.59 s.
         result = torch.addmm(lora, rows, base.weight.t())
         return result.view(*x.shape[:-1], result.shape[-1])
 

@@ -22,9 +22,9 @@ and each term is a rule about which tensors autograd needs, so it follows the me
   the base projections return (the compute dtype; a bitsandbytes layer returns its input's dtype);
 - IA3 keeps the tensor it rescales; a bottleneck adapter its inner activation.
 
-Under selective checkpointing (tunelab.checkpointing) a block keeps only the outputs of its matmuls whose
-inner dimension is at least checkpointing.MIN_INNER_DIM, and attention's output and log-sum-exp
-(`selective_block_saved_bytes`); the rest is recomputed in the backward pass.
+Under selective checkpointing (tunelab.training.activation_checkpointing) a block keeps only the outputs of its
+matmuls whose inner dimension is at least activation_checkpointing.MIN_INNER_DIM, and attention's output and
+log-sum-exp (`selective_block_saved_bytes`); the rest is recomputed in the backward pass.
 
 Blocks before the first trainable weight keep nothing (no gradient flows there); shape.py decides which
 blocks are on the gradient path.
@@ -100,7 +100,7 @@ def shared_input(name: str) -> str | None:
 
 def selective_block_saved_bytes(block: nn.Module, tensors: BlockTensors) -> int:
     """Bytes per token one block keeps under selective checkpointing: what checkpointing.policy saves."""
-    from tunelab.checkpointing import MIN_INNER_DIM
+    from tunelab.training.activation_checkpointing import MIN_INNER_DIM
 
     c = tensors.config
     saved = tensors.compute_bytes * attention_width(c) + FP32 * c.num_attention_heads
@@ -114,7 +114,7 @@ def selective_block_saved_bytes(block: nn.Module, tensors: BlockTensors) -> int:
 
 def module_saved_bytes(module: nn.Module, tensors: BlockTensors) -> int:
     """What one sub-module adds: norms, trainable linear layers, IA3 scalings, adapter activations."""
-    from tunelab.methods.bottleneck import Bottleneck
+    from tunelab.methods.adapter import Bottleneck
 
     hidden = tensors.config.hidden_size
     if is_norm(module):

@@ -142,7 +142,7 @@ def train_batch_tokens(layout: Layout, stats: TokenStats) -> int:
 
 
 def logit_positions(layout: Layout, stats: TokenStats) -> int:
-    """With the sparse LM head only trained positions get logits (tunelab.loss); else every position."""
+    """With the sparse LM head only trained positions get logits (tunelab.training.loss); else every position."""
     if layout.sparse_head:
         return stats.peak_trained_tokens
     return train_batch_tokens(layout, stats)

@@ -82,8 +82,8 @@ class Layout:
     vocab_size: int  # LM head rows: logits per position
     head_trainable: bool
     extra_tokens: int  # virtual tokens prompt tuning adds to every row
-    padding_free: bool = False  # batches are the rows end to end, no padding (tunelab.packing)
-    checkpointing: str = "off"  # train.activation_checkpointing: off, selective or full (tunelab.checkpointing)
+    padding_free: bool = False  # batches are the rows end to end, no padding (tunelab.training.padding_free)
+    checkpointing: str = "off"  # train.activation_checkpointing: off, selective or full
     selective_saved_bytes_per_token: int = 0  # what the blocks keep under selective checkpointing, all blocks
     residual_bytes: int = 4  # bytes per element of the residual stream (a checkpointed block's kept input)
 
@@ -118,7 +118,7 @@ def quantized_bytes(linear: nn.Linear, method_cfg: Any) -> float:
 def read_layout(
     model: nn.Module, method_cfg: Any, spec: Any, compute_dtype: torch.dtype, quantized: set[int]
 ) -> Layout:
-    from tunelab.loss import supports_sparse_head, unwrap
+    from tunelab.training.loss import supports_sparse_head, unwrap
 
     inner = unwrap(model)
     trainable, total = count_parameters(model)

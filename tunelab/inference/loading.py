@@ -39,9 +39,36 @@ class Loaded:
         if hasattr(self.model, "set_adapter"):
             self.model.set_adapter(name)
         else:
-            methods.bottleneck.set_adapter(self.model, name)
+            methods.adapter.set_adapter(self.model, name)
         self.template, self.system = self.adapters[name]
         self.source = name
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """What to load and how: `adapter` picks one of several runs; None device/dtype: the run's, else auto."""
+
+    adapter: str | None = None
+    device: str | None = None
+    dtype: str | None = None
+    trust_remote_code: bool = False
+
+
+def load_model_or_runs(model_ref: str, options: LoadOptions) -> Loaded:
+    """One model or run; or several runs on one base, comma-separated, with `adapter` (default: the first) active."""
+    refs = [r.strip() for r in model_ref.split(",") if r.strip()]
+    placement = {"device": options.device, "dtype": options.dtype, "trust_remote_code": options.trust_remote_code}
+    if len(refs) == 1 and options.adapter is None:
+        return load_for_inference(refs[0], **placement)
+    if not all(artifacts.looks_like_run(r) for r in refs):
+        raise ConfigError(
+            "--adapter and several models need run directories: "
+            "tunelab generate runs/tickets,runs/summaries --adapter summaries 'prompt'"
+        )
+    loaded = load_runs(refs, **placement)
+    if options.adapter is not None:
+        loaded.use(options.adapter)
+    return loaded
 
 
 def load_for_inference(

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from tunelab.data.templates import Message, adds_special_tokens, render_prompt
+from tunelab.errors import ConfigError
 
 Prompt = list[Message] | str
 
@@ -40,6 +41,13 @@ class Decoding:
             raise ValueError(f"need max_new_tokens >= 1 and temperature >= 0, got {self}")
         if (self.top_k is not None and self.top_k < 1) or (self.top_p is not None and not 0 < self.top_p <= 1):
             raise ValueError(f"need top_k >= 1 and 0 < top_p <= 1 when set, got {self}")
+
+
+def decoding(max_new_tokens: int, temperature: float, top_k: int | None, top_p: float | None, seed: int | None):
+    try:
+        return Decoding(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
+    except ValueError as exc:
+        raise ConfigError("bad decoding options", [str(exc)]) from None
 
 
 def encode_prompt(tokenizer: Any, prompt: Prompt, template: str = "auto", system: str | None = None) -> list[int]:

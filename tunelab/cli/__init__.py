@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 
 import typer
 
-from tunelab import usage
+from tunelab.cli import usage
 from tunelab.config.schema import ModelConfig
 from tunelab.console import console
 from tunelab.errors import ConfigError, TunelabError
@@ -133,15 +133,17 @@ def generate(
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Generate from a model or a finished run: one prompt, or a JSONL file of them (batched)."""
-    from tunelab import generate_cli
+    from tunelab.inference import batch
+    from tunelab.inference.generation import decoding
+    from tunelab.inference.loading import LoadOptions
 
-    generate_cli.run_generate(
+    batch.run_generate(
         model,
         prompt,
         input,
         output,
-        generate_cli.decoding(max_new_tokens, temperature, top_k, top_p, seed),
-        generate_cli.LoadOptions(adapter, device, dtype, trust_remote_code),
+        decoding(max_new_tokens, temperature, top_k, top_p, seed),
+        LoadOptions(adapter, device, dtype, trust_remote_code),
         batch_size=batch_size,
         system=system,
         overwrite=overwrite,
@@ -163,12 +165,14 @@ def chat(
     trust_remote_code: TrustOpt = False,
 ) -> None:
     """Chat interactively; tokens stream as they are generated. Empty line or Ctrl-D quits."""
-    from tunelab import generate_cli
+    from tunelab.inference import chat as chatmod
+    from tunelab.inference.generation import decoding
+    from tunelab.inference.loading import LoadOptions
 
-    generate_cli.run_chat(
+    chatmod.run_chat(
         model,
-        generate_cli.decoding(max_new_tokens, temperature, top_k, top_p, seed),
-        generate_cli.LoadOptions(adapter, device, dtype, trust_remote_code),
+        decoding(max_new_tokens, temperature, top_k, top_p, seed),
+        LoadOptions(adapter, device, dtype, trust_remote_code),
         system=system,
     )
 
@@ -182,7 +186,7 @@ def combine(
     trust_remote_code: TrustOpt = False,
 ) -> None:
     """Combine LoRA adapters into a new adapter run: the weighted sum of their updates (through peft)."""
-    from tunelab import combine as combinemod
+    from tunelab.export import combine as combinemod
 
     try:
         parsed = [float(w) for w in weights.split(",")]
@@ -300,16 +304,16 @@ def demo(
 
 
 # Commands that train or evaluate at length re-run themselves on tcmalloc when the machine has it
-# (tunelab.allocator: a third less memory, no slower).
+# (tunelab.launch: a third less memory, no slower).
 ALLOCATOR_COMMANDS = {"train", "demo", "eval", "compare"}
 
 
 def main(argv: list[str] | None = None) -> None:
     try:
         if argv is None and next((a for a in sys.argv[1:] if not a.startswith("-")), None) in ALLOCATOR_COMMANDS:
-            from tunelab import allocator
+            from tunelab import launch
 
-            allocator.rerun_with_tcmalloc()
+            launch.rerun_with_tcmalloc()
         code = app(args=argv, standalone_mode=False, prog_name="tunelab")
     except TunelabError as exc:
         fail(str(exc))

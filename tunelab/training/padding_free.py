@@ -7,7 +7,7 @@
 Why: a padded batch is as wide as its longest row, so on data whose lengths vary (10 to 500 tokens) up to
 half of every matmul works on padding. Laying the rows end to end computes exactly the real tokens. The
 batch is the same rows as before (no rows are merged across batches, unlike bin packing), so the loss and
-its normalization are those of the padded batch: tests/test_packing.py checks logits, loss and gradients.
+its normalization are those of the padded batch: tests/test_padding_free.py checks logits, loss and gradients.
 
 Positions restart at 0 in every row (transformers' DataCollatorWithFlattening), which also labels each
 row's first token -100 so no row predicts the next one's start. Attention: transformers' SDPA path masks

@@ -18,7 +18,7 @@ from tunelab.artifacts import RunDir
 from tunelab.config import dump
 from tunelab.console import info
 from tunelab.errors import ConfigError
-from tunelab.inference import load_runs, run_config
+from tunelab.inference.loading import load_runs, run_config
 
 COMBINABLE = ("lora", "qlora")
 COMBINED = "combined"

@@ -16,11 +16,12 @@ from transformers import LlamaForCausalLM, TrainerCallback
 
 from tests.conftest import tiny_llama_config
 from tests.helpers import write_config
-from tunelab import checkpointing, config, train
+from tunelab import config, train
 from tunelab.config.methods import LoraMethod
 from tunelab.methods import lora
 from tunelab.planning import machine, planner
 from tunelab.planning.activations import BlockTensors, selective_block_saved_bytes
+from tunelab.training import activation_checkpointing
 
 
 class LayerCalls(TrainerCallback):
@@ -103,7 +104,7 @@ def wide_lora_model(mode: str, policy=None):
         context = functools.partial(create_selective_checkpoint_contexts, policy)
         model.activation_checkpointing_enable({"use_reentrant": False, "context_fn": context})
     else:
-        checkpointing.enable(model, mode)
+        activation_checkpointing.enable(model, mode)
     return model
 
 
@@ -150,7 +151,7 @@ def test_selective_keeps_what_the_planner_counts():
     kept = []
 
     def observed(ctx, op, *args, **kwargs):
-        decision = checkpointing.policy(ctx, op, *args, **kwargs)
+        decision = activation_checkpointing.policy(ctx, op, *args, **kwargs)
         if decision == CheckpointPolicy.MUST_SAVE and not ctx.is_recompute:
             outputs = ctx.op_output if isinstance(ctx.op_output, tuple) else (ctx.op_output,)
             kept.append(sum(t.numel() * t.element_size() for t in outputs if isinstance(t, torch.Tensor)))
@@ -177,7 +178,7 @@ def test_auto_picks_the_least_recomputation_that_fits(tmp_path, tiny_model_dir, 
 def test_auto_takes_selective_when_that_fits(monkeypatch):
     from types import SimpleNamespace
 
-    from tunelab import trainer
+    from tunelab.training import trainer
 
     estimates = {"off": 10 * 2**30, "selective": 6 * 2**30}
     budget = 8 * 2**30

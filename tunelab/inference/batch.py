@@ -1,36 +1,22 @@
-"""What `tunelab generate` and `tunelab chat` do, kept out of cli.py so the CLI stays thin."""
+"""`tunelab generate`: answers for one prompt (streamed) or a file of prompts (batched), to stdout or a JSONL file.
+
+run_generate("runs/demo", None, Path("prompts.jsonl"), Path("out.jsonl"), Decoding(), LoadOptions(), ...)
+"""
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tunelab import artifacts
-from tunelab.console import console, info
+from tunelab.console import info
 from tunelab.data.readers import read
 from tunelab.errors import ConfigError, DataError
-from tunelab.generation import Decoding, generate, stream
-from tunelab.inference import Loaded, load_for_inference, load_runs
-
-
-@dataclass(frozen=True)
-class LoadOptions:
-    """What to load and how: `adapter` picks one of several runs; None device/dtype: the run's, else auto."""
-
-    adapter: str | None = None
-    device: str | None = None
-    dtype: str | None = None
-    trust_remote_code: bool = False
-
-
-def decoding(max_new_tokens: int, temperature: float, top_k: int | None, top_p: float | None, seed: int | None):
-    try:
-        return Decoding(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
-    except ValueError as exc:
-        raise ConfigError("bad decoding options", [str(exc)]) from None
+from tunelab.inference.chat import print_streamed
+from tunelab.inference.generation import Decoding, generate
+from tunelab.inference.loading import Loaded, LoadOptions, load_model_or_runs
 
 
 def read_prompts(path: Path) -> list[tuple[Any, str | None]]:
@@ -54,23 +40,6 @@ def read_prompts(path: Path) -> list[tuple[Any, str | None]]:
     if problems:
         raise DataError(f"{path}: {len(problems)} bad row(s)", problems)
     return prompts
-
-
-def load(model_ref: str, options: LoadOptions) -> Loaded:
-    """One model or run; or several runs on one base, comma-separated, with `adapter` (default: the first) active."""
-    refs = [r.strip() for r in model_ref.split(",") if r.strip()]
-    placement = {"device": options.device, "dtype": options.dtype, "trust_remote_code": options.trust_remote_code}
-    if len(refs) == 1 and options.adapter is None:
-        return load_for_inference(refs[0], **placement)
-    if not all(artifacts.looks_like_run(r) for r in refs):
-        raise ConfigError(
-            "--adapter and several models need run directories: "
-            "tunelab generate runs/tickets,runs/summaries --adapter summaries 'prompt'"
-        )
-    loaded = load_runs(refs, **placement)
-    if options.adapter is not None:
-        loaded.use(options.adapter)
-    return loaded
 
 
 def generate_by_adapter(
@@ -109,7 +78,7 @@ def run_generate(
     prompts = [(prompt, None)] if prompt is not None else read_prompts(input_path)
     if output_path is not None:
         artifacts.check_outputs([Path(output_path)], overwrite, "--output")
-    loaded = load(model_ref, options)
+    loaded = load_model_or_runs(model_ref, options)
     if prompt is not None and output_path is None:
         print_streamed(loaded, prompt, dec, system or loaded.system)
         return
@@ -125,36 +94,3 @@ def run_generate(
     else:
         artifacts.write_text(Path(output_path), lines)
         info(f"wrote {len(outputs)} rows to {output_path}")
-
-
-def print_streamed(loaded: Loaded, prompt: Any, dec: Decoding, system: str | None) -> str:
-    """Print the answer piece by piece as it is generated (the first words show while the rest decode)."""
-    pieces = []
-    for piece in stream(loaded.model, loaded.tokenizer, prompt, dec, template=loaded.template, system=system):
-        print(piece, end="", flush=True)
-        pieces.append(piece)
-    print()
-    return "".join(pieces)
-
-
-def run_chat(model_ref: str, dec: Decoding, options: LoadOptions, *, system: str | None) -> None:
-    loaded = load(model_ref, options)
-    history: list[dict[str, str]] = []
-    switch = f"; /adapter NAME switches ({', '.join(loaded.adapters)})" if loaded.adapters else ""
-    console.print(f"chatting with {loaded.source} (empty line or Ctrl-D quits{switch})", markup=False)
-    while True:
-        try:
-            user = input("you> ")
-        except EOFError:
-            break
-        if not user.strip():
-            break
-        if user.startswith("/adapter ") and loaded.adapters:
-            loaded.use(user.removeprefix("/adapter ").strip())  # same base, no reload; a new conversation
-            history = []
-            console.print(f"now using adapter {loaded.source}", markup=False)
-            continue
-        history.append({"role": "user", "content": user})
-        print("assistant> ", end="", flush=True)
-        answer = print_streamed(loaded, history, dec, system or loaded.system)
-        history.append({"role": "assistant", "content": answer})

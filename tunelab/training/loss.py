@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tunelab import packing
+from tunelab.training import padding_free
 
 # Causal LMs whose forward is `lm_head(decoder(...).last_hidden_state)` with nothing after the head.
 PLAIN_HEAD_MODEL_TYPES = {"llama", "mistral", "qwen2", "qwen3", "smollm3", "phi3", "olmo2"}
@@ -53,7 +53,7 @@ def trained_positions_loss(
     by `num_items_in_batch` (all trained tokens of the accumulated batch) when given, else by this batch's."""
     inner = unwrap(model)
     labels = inputs["labels"]
-    hidden = inner.get_decoder()(**packing.decoder_inputs(inputs)).last_hidden_state  # padded or packed
+    hidden = inner.get_decoder()(**padding_free.decoder_inputs(inputs)).last_hidden_state  # padded or packed
     # Position t predicts token t+1: shift the labels left and keep the positions whose target is trained.
     targets = F.pad(labels, (0, 1), value=IGNORE)[:, 1:]
     keep = targets != IGNORE

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import write_config
-from tunelab import allocator
+from tunelab import launch
 from tunelab.errors import ConfigError
 
 TUNELAB = Path(sys.executable).parent / "tunelab"
@@ -24,7 +24,7 @@ MISSING = "tcmalloc is not installed (apt-get install libtcmalloc-minimal4; `mak
 
 
 def tcmalloc() -> str:
-    library = allocator.find_tcmalloc()
+    library = launch.find_tcmalloc()
     if library is None:
         if REQUIRED:
             pytest.fail(MISSING)
@@ -33,9 +33,9 @@ def tcmalloc() -> str:
 
 
 def train_in_child(tmp_path: Path, model_dir: Path, setting: str | None) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in (allocator.SETTING, allocator.PRELOADED, "LD_PRELOAD")}
+    env = {k: v for k, v in os.environ.items() if k not in (launch.SETTING, launch.PRELOADED, "LD_PRELOAD")}
     if setting is not None:
-        env[allocator.SETTING] = setting
+        env[launch.SETTING] = setting
     cfg = write_config(tmp_path, model_dir, train={"max_steps": 1}, model={"name": str(model_dir)})
     command = [str(TUNELAB), "train", str(cfg), "forgetting.enabled=false"]
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
@@ -63,11 +63,11 @@ def test_a_missing_library_is_named_before_anything_loads(tmp_path, tiny_model_d
 
 def test_preload_env_keeps_other_preloads_and_runs_once():
     library = tcmalloc()
-    env = allocator.preload_env({"LD_PRELOAD": "/opt/other.so", "PATH": "/bin"})
+    env = launch.preload_env({"LD_PRELOAD": "/opt/other.so", "PATH": "/bin"})
     assert env is not None and env["LD_PRELOAD"] == f"{library} /opt/other.so" and env["PATH"] == "/bin"
-    assert env[allocator.PRELOADED] == library
-    assert allocator.preload_env(env) is None  # the re-run process does not re-run again
-    assert allocator.preload_env({allocator.SETTING: "system"}) is None
-    assert allocator.preload_env({"LD_PRELOAD": library}) is None  # preloaded by the user already
+    assert env[launch.PRELOADED] == library
+    assert launch.preload_env(env) is None  # the re-run process does not re-run again
+    assert launch.preload_env({launch.SETTING: "system"}) is None
+    assert launch.preload_env({"LD_PRELOAD": library}) is None  # preloaded by the user already
     with pytest.raises(ConfigError, match="no such file"):
-        allocator.preload_env({allocator.SETTING: "/no/such/libmalloc.so"})
+        launch.preload_env({launch.SETTING: "/no/such/libmalloc.so"})

@@ -24,15 +24,16 @@ from transformers import (
 )
 from transformers.integrations import TensorBoardCallback
 
-from tunelab import artifacts, checkpointing, methods, packing
+from tunelab import artifacts, methods
 from tunelab.artifacts import RunDir
 from tunelab.config.schema import RunConfig, TrainConfig
 from tunelab.console import info
 from tunelab.errors import ConfigError, TrainingDivergedError
 from tunelab.evaluation import during_training, forgetting
-from tunelab.loss import supports_sparse_head, trained_positions_loss
 from tunelab.models.tasks import CAUSAL_LM, CLASSIFIER, SEQ2SEQ, model_task
-from tunelab.progress import LiveProgress
+from tunelab.training import activation_checkpointing, padding_free
+from tunelab.training.loss import supports_sparse_head, trained_positions_loss
+from tunelab.training.progress import LiveProgress
 
 
 class TunelabTrainer(Trainer):
@@ -42,9 +43,9 @@ class TunelabTrainer(Trainer):
       `logging_nan_inf_filter` hides such losses from the logs and goes on training, which ends in a
       finished-looking model of garbage.
     - with `sparse_head`, the training loss runs the LM head on trained positions only, `loss_chunk_tokens` of
-      them at a time (tunelab.loss).
-    - with `padding_free`, batches come packed (tunelab.packing) and `attention()` gives the attention they
-      need; the caller runs train/evaluate inside it.
+      them at a time (tunelab.training.loss).
+    - with `padding_free`, batches come packed (tunelab.training.padding_free) and `attention()` gives the
+      attention they need; the caller runs train/evaluate inside it.
     - evaluations add the configured extra metrics (generation, retention probe).
     """
 
@@ -79,7 +80,7 @@ class TunelabTrainer(Trainer):
 
     def attention(self) -> contextlib.AbstractContextManager:
         """The attention training and evaluation run under: row by row for padding-free batches."""
-        return packing.attention(self.model) if self.padding_free else contextlib.nullcontext()
+        return padding_free.attention(self.model) if self.padding_free else contextlib.nullcontext()
 
     def evaluation_loop(
         self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"
@@ -149,8 +150,8 @@ def training_arguments(cfg: RunConfig, run_dir: RunDir, device: torch.device, dt
         report_to="none",  # TensorBoard is added below with our logging_dir
         disable_tqdm=True,  # LiveProgress replaces the default bar: it shows the live loss too
         dataloader_num_workers=0,
-        # tunelab.checkpointing turns it on in the model (selective checkpointing's policy is a function, and
-        # TrainingArguments must serialize to JSON).
+        # tunelab.training.activation_checkpointing turns it on in the model (selective checkpointing's policy is a
+        # function, and TrainingArguments must serialize to JSON).
         activation_checkpointing=False,
     )
 
@@ -184,7 +185,7 @@ def checkpointing_mode(cfg: RunConfig, model, data, device: torch.device, dtype:
 
 def collator(model, tokenizer, padding_free: bool = False):
     if padding_free:
-        return packing.collator()
+        return padding_free.collator()
     if model_task(model) == CLASSIFIER:
         return DataCollatorWithPadding(tokenizer)  # labels are one class id per row
     # Right-pads input_ids with the pad id and labels with -100, so padding is never trained; for an
@@ -200,7 +201,7 @@ def use_padding_free(cfg: TrainConfig, model, method: methods.MethodSpec) -> boo
         reason = "only decoder-only language models train padding-free"
     elif not method.padding_free:
         reason = f"{method.name} prepends soft-prompt tokens to every row, which needs padded rows"
-    elif not packing.supports(model):
+    elif not padding_free.supports(model):
         reason = "the model's attention is neither flash attention nor SDPA through transformers' AttentionInterface"
     if cfg.padding_free is True and reason:
         raise ConfigError(f"train.padding_free: true, but {reason}. Fix: set train.padding_free: auto (or false).")
@@ -244,7 +245,7 @@ def build(cfg: RunConfig, model, tokenizer, data, run_dir: RunDir, device, dtype
     """The trainer for this run: model, data (BuiltData), collator, arguments, callbacks, extra evaluations."""
     from torch.utils.tensorboard import SummaryWriter
 
-    checkpointing.enable(model, checkpointing_mode(cfg, model, data, device, dtype))
+    activation_checkpointing.enable(model, checkpointing_mode(cfg, model, data, device, dtype))
     args = training_arguments(cfg, run_dir, device, dtype, data.validation is not None)
     classifier = model_task(model) == CLASSIFIER
     method = methods.get(cfg.method.name)

@@ -9,8 +9,9 @@ import torch
 from transformers import AutoModelForCausalLM, DataCollatorForSeq2Seq
 
 from tests.helpers import memorizable_rows, train_and_read_losses, write_config, write_jsonl
-from tunelab import config, data, packing
-from tunelab.loss import trained_positions_loss
+from tunelab import config, data
+from tunelab.training import padding_free
+from tunelab.training.loss import trained_positions_loss
 
 
 def varied_data(tmp_path) -> dict:
@@ -37,7 +38,7 @@ def padded(rows, smol_tokenizer):
 
 @pytest.fixture(scope="module")
 def packed(rows):
-    return packing.collator()(rows)
+    return padding_free.collator()(rows)
 
 
 def lora_model(tiny_model_dir):
@@ -63,7 +64,7 @@ def test_packed_logits_equal_the_padded_ones(tiny_model_dir, rows, padded, packe
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
     with torch.no_grad():
         reference = model(**padded).logits
-        with packing.attention(model):
+        with padding_free.attention(model):
             ours = model(**packed).logits[0]
     bounds = packed["cu_seq_lens_q"].tolist()
     for i, (s, e) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
@@ -87,7 +88,7 @@ def test_packed_loss_and_gradients_equal_the_padded_ones(tiny_model_dir, padded,
     reference.backward()
     expected = grads(model)
     model.zero_grad()
-    with packing.attention(model):
+    with padding_free.attention(model):
         ours = loss(model, packed)
         ours.backward()
     torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-6)
@@ -100,10 +101,10 @@ def test_packed_loss_and_gradients_equal_the_padded_ones(tiny_model_dir, padded,
 def test_training_packed_matches_training_padded(tmp_path, tiny_model_dir):
     """The same run with padding_free on and off: the same losses step by step."""
     losses = {}
-    for padding_free in (True, False):
-        sub = tmp_path / str(padding_free)
-        train = {"max_steps": 4, "learning_rate": 1e-2, "per_device_train_batch_size": 3, "padding_free": padding_free}
-        losses[padding_free] = train_and_read_losses(sub, tiny_model_dir, train=train, data=varied_data(sub))
+    for packed in (True, False):
+        sub = tmp_path / str(packed)
+        train = {"max_steps": 4, "learning_rate": 1e-2, "per_device_train_batch_size": 3, "padding_free": packed}
+        losses[packed] = train_and_read_losses(sub, tiny_model_dir, train=train, data=varied_data(sub))
         saved = json.loads((sub / "run" / "adapter" / "adapter_config.json").read_text())
         assert "tunelab" not in json.dumps(saved)  # nothing saved names our attention
     assert losses[True] == pytest.approx(losses[False], rel=1e-4)
@@ -115,18 +116,18 @@ def test_padding_free_follows_the_attention_the_model_runs(tiny_model_dir):
     from tunelab import methods
     from tunelab.config.schema import TrainConfig
     from tunelab.errors import ConfigError
-    from tunelab.trainer import use_padding_free
+    from tunelab.training.trainer import use_padding_free
 
     lora, auto = methods.get("lora"), TrainConfig(output_dir="x")
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     assert use_padding_free(auto, model, lora)
-    with packing.attention(model):
-        assert model.config._attn_implementation == packing.ATTENTION
+    with padding_free.attention(model):
+        assert model.config._attn_implementation == padding_free.ATTENTION
     assert model.config._attn_implementation == "sdpa"
 
     model.config._attn_implementation = "flash_attention_2"  # as loaded on a GPU with flash-attn
     assert use_padding_free(auto, model, lora)
-    with packing.attention(model):
+    with padding_free.attention(model):
         assert model.config._attn_implementation == "flash_attention_2"
 
     eager = AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation="eager")
