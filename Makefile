@@ -40,9 +40,12 @@ demo: install
 # conversion) are built once. TEST_WORKERS=0 runs in this process.
 TEST_WORKERS ?= auto
 test: install
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -q -rs -n $(TEST_WORKERS) --maxprocesses 4 --dist loadfile
 
+# lint-imports: the layer order and no import cycles (pyproject.toml [tool.importlinter]).
 lint: install
+	$(VENV)/bin/lint-imports --no-cache
 	$(VENV)/bin/ruff check tunelab tests examples
 	$(VENV)/bin/ruff format --check tunelab tests examples
 

@@ -178,7 +178,7 @@ def test_auto_picks_the_least_recomputation_that_fits(tmp_path, tiny_model_dir, 
 def test_auto_takes_selective_when_that_fits(monkeypatch):
     from types import SimpleNamespace
 
-    from tunelab.training import trainer
+    from tunelab.planning import checkpointing
 
     estimates = {"off": 10 * 2**30, "selective": 6 * 2**30}
     budget = 8 * 2**30
@@ -186,8 +186,8 @@ def test_auto_takes_selective_when_that_fits(monkeypatch):
     cfg = config.load(None, ["data.train=x.jsonl"])
     data = SimpleNamespace(train={"input_ids": [[1, 2, 3]], "labels": [[-100, 2, 3]]})
     model = LlamaForCausalLM(tiny_llama_config())
-    assert trainer.checkpointing_mode(cfg, model, data, torch.device("cpu"), torch.float32) == "selective"
+    assert checkpointing.checkpointing_mode(cfg, model, data, torch.device("cpu"), torch.float32) == "selective"
     estimates["selective"] = 9 * 2**30
-    assert trainer.checkpointing_mode(cfg, model, data, torch.device("cpu"), torch.float32) == "full"
+    assert checkpointing.checkpointing_mode(cfg, model, data, torch.device("cpu"), torch.float32) == "full"
     estimates["off"] = 7 * 2**30
-    assert trainer.checkpointing_mode(cfg, model, data, torch.device("cpu"), torch.float32) == "off"
+    assert checkpointing.checkpointing_mode(cfg, model, data, torch.device("cpu"), torch.float32) == "off"

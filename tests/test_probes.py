@@ -9,10 +9,10 @@ from importlib import resources
 import pytest
 
 from tests.test_data_helpers import write_lines
+from tunelab.data.replay import builtin_instructions
 from tunelab.errors import DataError
 from tunelab.evaluation.probes import (
     MCItem,
-    builtin_instructions,
     builtin_mc,
     builtin_texts,
     load_mc,
@@ -35,8 +35,8 @@ def test_builtin_sets_are_big_enough(mc):
 
 def test_builtin_files_stay_small():
     # Shipped inside the wheel: keep the package light.
-    data = resources.files("tunelab.evaluation").joinpath("probe_data")
-    sizes = {p.name: len(p.read_bytes()) for p in data.iterdir() if p.name.endswith(".jsonl")}
+    folders = [resources.files("tunelab.evaluation") / "probe_data", resources.files("tunelab.data") / "replay_data"]
+    sizes = {p.name: len(p.read_bytes()) for folder in folders for p in folder.iterdir() if p.name.endswith(".jsonl")}
     assert set(sizes) == {"general_mc.jsonl", "general_text.jsonl", "general_instructions.jsonl"}
     assert sum(sizes.values()) < 300_000
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from transformers import set_seed
 
-from tunelab import artifacts, data, methods, models
+from tunelab import artifacts, data, methods, models, planning
 from tunelab.artifacts import RunDir
 from tunelab.config import RunConfig, dump
 from tunelab.console import info
@@ -32,7 +32,7 @@ class RunResult:
 
 def run(cfg: RunConfig, *, resume: bool = False, callbacks: tuple = ()) -> RunResult:
     """Train as the config says and write a complete run directory. Extra TrainerCallbacks are optional."""
-    preflight(cfg, resume)  # every check that needs no weights, data rows included
+    rows = preflight(cfg, resume)  # every check that needs no weights: data rows read and converted, once
     task = models.resolve_task(cfg.model)  # from the model's config alone
     probe = forgetting.load_probe(cfg.forgetting) if cfg.forgetting.enabled and task == CAUSAL_LM else None
     run_dir = RunDir(cfg.train.output_dir)
@@ -41,7 +41,7 @@ def run(cfg: RunConfig, *, resume: bool = False, callbacks: tuple = ()) -> RunRe
     compute_dtype = models.pick_dtype(cfg.model.dtype, device)
 
     tokenizer = models.load_tokenizer(cfg.model)
-    built = data.build_for_task(cfg, tokenizer, task)  # lengths checked with the tokenizer, before the model
+    built = data.build_for_task(cfg, tokenizer, task, rows)  # the same rows, tokenized; lengths checked
     model = models.load_model(
         cfg.model,
         dtype=method.load_dtype(compute_dtype),
@@ -57,7 +57,10 @@ def run(cfg: RunConfig, *, resume: bool = False, callbacks: tuple = ()) -> RunRe
 
     prepare_output_dir(cfg, run_dir, resume)
     artifacts.start(run_dir, dump(cfg))
-    trainer = trainers.build(cfg, model, tokenizer, built, run_dir, device, compute_dtype, callbacks, probe)
+    checkpointing = planning.checkpointing_mode(cfg, model, built, device, compute_dtype)  # auto: what must fit
+    trainer = trainers.build(
+        cfg, model, tokenizer, built, run_dir, device, compute_dtype, checkpointing, callbacks, probe
+    )
     with trainer.attention():
         output = trainer.train(resume_from_checkpoint=resume_point(run_dir, resume))
         metrics = collect_metrics(trainer, output.metrics, model, built)

@@ -17,8 +17,9 @@ from tunelab.data.evalset import EvalExample, read_eval_examples
 from tunelab.data.formats import FORMATS, FormatContext
 from tunelab.data.formats import to_messages as _to_messages
 from tunelab.data.inspection import InspectReport, inspect
+from tunelab.data.messages import Row
 from tunelab.data.problems import Problem, RowError
-from tunelab.data.rows import Row, RowSet, preflight
+from tunelab.data.rows import RowSet, preflight
 from tunelab.data.templates import Message
 
 __all__ = [
@@ -41,18 +42,18 @@ __all__ = [
 ]
 
 
-def build_for_task(cfg: Any, tokenizer: Any, task: str) -> BuiltData:
+def build_for_task(cfg: Any, tokenizer: Any, task: str, rows: RowSet | None = None) -> BuiltData:
     """`build` for causal LMs; text + label ids for an encoder classifier (data.classifier); prompt and answer
-    apart for an encoder-decoder (data.seq2seq)."""
+    apart for an encoder-decoder (data.seq2seq). `rows`: preflight's, so the files are read once."""
     if task == "sequence_classification":
         from tunelab.data.classifier import build_for_classifier
 
-        return build_for_classifier(cfg, tokenizer)
+        return build_for_classifier(cfg, tokenizer, rows)
     if task == "seq2seq":
         from tunelab.data.seq2seq import build_for_seq2seq
 
-        return build_for_seq2seq(cfg, tokenizer)
-    return build(cfg, tokenizer)
+        return build_for_seq2seq(cfg, tokenizer, rows)
+    return build(cfg, tokenizer, rows)
 
 
 def to_messages(row: dict[str, Any], fmt: str, ctx: FormatContext | None = None) -> list[Message]:

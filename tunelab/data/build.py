@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from tunelab.config import RunConfig
 from tunelab.data.encode import Encoded, check_lengths, check_tokenizer, encode_rows, examples, template_name
 from tunelab.data.problems import Problem, resolve
-from tunelab.data.rows import RowSet, collect
+from tunelab.data.rows import RowSet, collect, warn_skipped
 from tunelab.errors import DataError
 
 if TYPE_CHECKING:
@@ -59,10 +59,11 @@ class Checked:
     problems: list[Problem]
 
 
-def encode_checked(cfg: RunConfig, tokenizer: Any) -> Checked:
-    """Preflight + render + tokenize + length checks; nothing is raised for bad rows yet."""
+def encode_checked(cfg: RunConfig, tokenizer: Any, rows: RowSet | None = None) -> Checked:
+    """Preflight (unless its `rows` are given) + render + tokenize + length checks; nothing is raised for bad rows
+    yet."""
     check_tokenizer(tokenizer, cfg.data)
-    rows, problems = collect(cfg)
+    rows, problems = (rows, list(rows.problems)) if rows is not None else collect(cfg)
     checked = Checked(rows, encoded={}, kept={}, problems=problems)
     for split, split_rows in (("train", rows.train), ("validation", rows.validation)):
         checked.encoded[split] = encode_rows(tokenizer, split_rows, rows.format, cfg.data)
@@ -73,13 +74,13 @@ def encode_checked(cfg: RunConfig, tokenizer: Any) -> Checked:
     return checked
 
 
-def build(cfg: RunConfig, tokenizer: Any) -> BuiltData:
-    """Preflight + render + tokenize + length checks. Raises DataError (see data.on_bad_rows)."""
-    checked = encode_checked(cfg, tokenizer)
+def build(cfg: RunConfig, tokenizer: Any, rows: RowSet | None = None) -> BuiltData:
+    """Preflight (or its `rows`, read once) + render + tokenize + length checks. Raises DataError (see
+    data.on_bad_rows)."""
+    checked = encode_checked(cfg, tokenizer, rows)
     rows, encoded = checked.rows, checked.kept
     skipped = resolve(checked.problems, rows.rows_read, cfg.data)
-    if skipped:
-        log.warning("skipped %d bad row(s): %s", sum(skipped.values()), skipped)
+    warn_skipped(skipped)
     if not encoded["train"]:
         raise DataError("no training rows left", [f"{cfg.data.train}: every row was bad; see the skipped counts"])
     import datasets  # here: ~1.3 s of import that reading or generating (which use this package) must not pay

@@ -17,16 +17,20 @@ import datasets
 from tunelab.config import RunConfig
 from tunelab.data.build import BuiltData, DataReport
 from tunelab.data.formats.classification import label_of
-from tunelab.data.rows import Row, preflight
+from tunelab.data.messages import Row
+from tunelab.data.rows import RowSet, preflight, warn_skipped
 from tunelab.errors import DataError
+from tunelab.models.modes import eval_mode
 
 log = logging.getLogger(__name__)
 
 
-def build_for_classifier(cfg: RunConfig, tokenizer: Any) -> BuiltData:
+def build_for_classifier(cfg: RunConfig, tokenizer: Any, rows: RowSet | None = None) -> BuiltData:
+    """`rows`: preflight's, when the caller has them (the files are then not read again)."""
     if cfg.data.replay_fraction:
         raise DataError("data.replay_fraction mixes in generative rows", ["set it to 0 for a classifier"])
-    rows = preflight(cfg)
+    rows = rows if rows is not None else preflight(cfg)
+    warn_skipped(rows.skipped)
     if rows.format != "classification":
         raise DataError(
             f"{cfg.data.train}: an encoder classifier trains on classification rows, got {rows.format}",
@@ -67,8 +71,6 @@ def encode(tokenizer: Any, rows: list[Row], labels: list[str], max_length: int) 
 def classify(model: Any, tokenizer: Any, texts: list[str], batch_size: int = 32) -> list[str]:
     """The predicted label of each text (argmax of the head), by the model's own id2label."""
     import torch
-
-    from tunelab.inference.generation import eval_mode
 
     names = model.config.id2label
     out: list[str] = []

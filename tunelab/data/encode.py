@@ -16,8 +16,8 @@ from typing import Any
 
 from tunelab.config import DataConfig
 from tunelab.data import formats
+from tunelab.data.messages import Row
 from tunelab.data.problems import Problem, RowError
-from tunelab.data.rows import Row
 from tunelab.data.templates import (
     Message,
     adds_special_tokens,

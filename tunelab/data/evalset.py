@@ -16,9 +16,10 @@ from pathlib import Path
 
 from tunelab.config import RunConfig
 from tunelab.data import formats
+from tunelab.data.messages import Row, convert
 from tunelab.data.problems import Problem, resolve
 from tunelab.data.readers import read
-from tunelab.data.rows import Row, context, convert, repeat_groups, resolve_format, split
+from tunelab.data.rows import context, repeat_groups, resolve_format, split
 from tunelab.data.templates import Message
 from tunelab.errors import DataError
 

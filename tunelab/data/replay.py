@@ -10,9 +10,12 @@ built-in general instruction set, drawn deterministically from `train.seed`.
 from __future__ import annotations
 
 import random
+from importlib import resources
 from pathlib import Path
 
 from tunelab.config import RunConfig
+from tunelab.data.formats import FormatContext
+from tunelab.data.messages import Row, convert
 from tunelab.data.problems import Problem
 from tunelab.data.readers import read
 from tunelab.errors import ConfigError
@@ -29,8 +32,6 @@ def replay_count(fraction: float, n_task_rows: int) -> int:
 
 def replay_rows(cfg: RunConfig, fmt: str, n_task_rows: int) -> tuple[list, list[Problem]]:
     """General rows to add to training (as `Row`s), and the problems of a bad user replay file."""
-    from tunelab.data.rows import Row, convert
-
     n = replay_count(cfg.data.replay_fraction, n_task_rows)
     if not n:
         return [], []
@@ -40,12 +41,8 @@ def replay_rows(cfg: RunConfig, fmt: str, n_task_rows: int) -> tuple[list, list[
             [f"data.replay_fraction: replay mixes in chat turns; use it with {', '.join(REPLAY_FORMATS)} data"],
         )
     if cfg.data.replay_data is not None:
-        from tunelab.data.formats import FormatContext
-
         pool, problems = convert(read(Path(cfg.data.replay_data), "replay"), "prompt_completion", FormatContext())
     else:
-        from tunelab.evaluation.probes import builtin_instructions
-
         pool = [
             Row(_messages(r["prompt"], r["completion"]), f"replay[{i}]", i)
             for i, r in enumerate(builtin_instructions())
@@ -61,3 +58,11 @@ def replay_rows(cfg: RunConfig, fmt: str, n_task_rows: int) -> tuple[list, list[
 
 def _messages(prompt: str, completion: str) -> list[dict[str, str]]:
     return [{"role": "user", "content": prompt}, {"role": "assistant", "content": completion}]
+
+
+def builtin_instructions() -> list[dict[str, str]]:
+    """The built-in general instruction set as {"prompt", "completion"} rows (shipped with tunelab, so checked
+    by its tests rather than row by row here)."""
+    data = resources.files("tunelab.data").joinpath("replay_data", "general_instructions.jsonl")
+    with resources.as_file(data) as path:  # a real path even when the package is installed as a zip
+        return [record.fields for record in read(path, "replay") if record.fields is not None]

@@ -17,6 +17,7 @@ from tunelab.config import DataConfig, RunConfig
 from tunelab.console import info
 from tunelab.data import formats
 from tunelab.data.formats import FormatContext
+from tunelab.data.messages import Row, convert
 from tunelab.data.problems import Problem, RowError, listing, resolve
 from tunelab.data.readers import Record, read
 from tunelab.data.replay import replay_rows
@@ -24,17 +25,6 @@ from tunelab.data.templates import Message
 from tunelab.errors import DataError
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Row:
-    """One good row as messages, and where it came from (`where` is file:line or file[index])."""
-
-    messages: list[Message]
-    where: str
-    line: int
-    # The record as read: an encoder classifier reads its text field, not the rendered prompt.
-    fields: dict | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass
@@ -47,15 +37,24 @@ class RowSet:
     skipped: dict[str, int] = field(default_factory=dict)  # bad rows dropped, per reason (on_bad_rows=skip)
     replayed: int = 0  # general rows mixed into train (data.replay_fraction)
     repeats: int = 0  # train rows that repeat an earlier one, kept on its side of the data.val_size split
+    # The bad rows found here, kept so that building on these rows (data.build) adds its length problems to them
+    # instead of reading and converting the files a second time.
+    problems: list[Problem] = field(default_factory=list)
 
 
 def preflight(cfg: RunConfig) -> RowSet:
-    """Read + parse + field/type/role/label/duplicate checks, val_size split; no tokenizer. Raises DataError."""
+    """Read + parse + field/type/role/label/duplicate checks, val_size split; no tokenizer. Raises DataError
+    for bad rows unless data.on_bad_rows lets them be skipped; the skip warning is data.build's, said once."""
     rows, problems = collect(cfg)
     rows.skipped = resolve(problems, rows.rows_read, cfg.data)
-    if rows.skipped:
-        log.warning("skipped %d bad row(s): %s", sum(rows.skipped.values()), rows.skipped)
+    rows.problems = problems
     return rows
+
+
+def warn_skipped(skipped: dict[str, int]) -> None:
+    """Say once what on_bad_rows=skip dropped (by the step that builds the rows, which knows every problem)."""
+    if skipped:
+        log.warning("skipped %d bad row(s): %s", sum(skipped.values()), skipped)
 
 
 def collect(cfg: RunConfig) -> tuple[RowSet, list[Problem]]:
@@ -148,19 +147,6 @@ def context(fmt: str, train_records: list[Record], labels: list[str] | None) -> 
     if not hasattr(module, "label_set"):
         return FormatContext()
     return FormatContext(labels=module.label_set((r.fields for r in train_records if r.fields), labels))
-
-
-def convert(records: list[Record], fmt: str, ctx: FormatContext) -> tuple[list[Row], list[Problem]]:
-    rows, problems = [], []
-    for record in records:
-        if record.fields is None:
-            problems.append(record.problem())
-            continue
-        try:
-            rows.append(Row(formats.to_messages(record.fields, fmt, ctx), record.where, record.line, record.fields))
-        except RowError as err:
-            problems.append(Problem.of(record.where, err))
-    return rows, problems
 
 
 def drop_duplicates(train: list[Row], validation: list[Row]) -> tuple[list[Row], list[Problem]]:

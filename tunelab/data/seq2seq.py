@@ -3,7 +3,7 @@
     data = build_for_seq2seq(cfg, tokenizer)   # BuiltData; input_ids/attention_mask (prompt), labels (answer)
 
 Rows are read and checked exactly as for causal LMs; the prompt is rendered as generation renders it
-(tunelab.inference.generation.encode_prompt), the answer (the final assistant turn) is tokenized alone and ends with
+(tunelab.data.templates.encode_prompt), the answer (the final assistant turn) is tokenized alone and ends with
 EOS, and every answer token is trained. There is no concatenation: the encoder reads the prompt, the
 decoder learns the answer. Sequences longer than train.max_seq_length are truncated (counted in the log).
 """
@@ -18,15 +18,19 @@ import datasets
 from tunelab.config import RunConfig
 from tunelab.data.build import BuiltData, DataReport
 from tunelab.data.encode import check_tokenizer, template_name
-from tunelab.data.rows import Row, preflight
+from tunelab.data.messages import Row
+from tunelab.data.rows import RowSet, preflight, warn_skipped
+from tunelab.data.templates import encode_prompt
 from tunelab.errors import DataError
 
 log = logging.getLogger(__name__)
 
 
-def build_for_seq2seq(cfg: RunConfig, tokenizer: Any) -> BuiltData:
+def build_for_seq2seq(cfg: RunConfig, tokenizer: Any, rows: RowSet | None = None) -> BuiltData:
+    """`rows`: preflight's, when the caller has them (the files are then not read again)."""
     check_tokenizer(tokenizer, cfg.data)
-    rows = preflight(cfg)
+    rows = rows if rows is not None else preflight(cfg)
+    warn_skipped(rows.skipped)
     if rows.format == "text":
         raise DataError(
             f"{cfg.data.train}: raw text has no prompt and answer for an encoder-decoder",
@@ -48,8 +52,6 @@ def build_for_seq2seq(cfg: RunConfig, tokenizer: Any) -> BuiltData:
 
 
 def encode(tokenizer: Any, rows: list[Row], cfg: RunConfig) -> datasets.Dataset:
-    from tunelab.inference.generation import encode_prompt
-
     limit = cfg.train.max_seq_length
     prompts = [encode_prompt(tokenizer, row.messages[:-1], cfg.data.template, cfg.data.system) for row in rows]
     answers = [

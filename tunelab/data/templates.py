@@ -92,3 +92,12 @@ def adds_special_tokens(tokenizer: Any, template: str) -> bool:
     would double them; plain templates rely on the tokenizer to add its BOS.
     """
     return not uses_chat_template(tokenizer, template)
+
+
+def encode_prompt(
+    tokenizer: Any, prompt: str | list[Message], template: str = "auto", system: str | None = None
+) -> list[int]:
+    """Token ids asking for the next assistant turn, tokenized as training tokenizes. A str is one user message."""
+    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+    text = render_prompt(tokenizer, messages, template=template, system=system)
+    return tokenizer(text, add_special_tokens=adds_special_tokens(tokenizer, template))["input_ids"]

@@ -2,7 +2,6 @@
 
     items = builtin_mc()                       # general-knowledge multiple choice, scored by log-likelihood
     texts = builtin_texts()                    # general English prose, scored by perplexity
-    replay = builtin_instructions()            # prompt/completion pairs to mix into training ("replay")
     items = load_mc(Path("my_probe.jsonl"))    # {"question", "choices", "answer", optional "id", "subject"}
     texts = load_texts(Path("my_text.jsonl"))  # {"text"}
 
@@ -53,12 +52,6 @@ def builtin_texts() -> list[str]:
         return load_texts(path)
 
 
-def builtin_instructions() -> list[dict[str, str]]:
-    """The built-in general instruction set as {"prompt", "completion"} rows, for replay."""
-    with _builtin("general_instructions.jsonl") as path:
-        return _load(path, _instruction)
-
-
 def load_mc(path: Path) -> list[MCItem]:
     """Multiple-choice items from a JSONL file; raises DataError listing every bad row."""
     return _load(Path(path), _mc_item)
@@ -98,11 +91,6 @@ def _mc_item(fields: dict[str, Any], record: Record, problems: list[Problem]) ->
     if len(problems) > before or choices is None or answer is None:
         return None
     return MCItem(question, choices, answer, item_id, subject)
-
-
-def _instruction(fields: dict[str, Any], record: Record, problems: list[Problem]) -> dict[str, str] | None:
-    prompt, completion = _text(fields, "prompt", record, problems), _text(fields, "completion", record, problems)
-    return {"prompt": prompt, "completion": completion} if prompt and completion else None
 
 
 def _choices(fields: dict[str, Any], record: Record, problems: list[Problem]) -> list[str] | None:

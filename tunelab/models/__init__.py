@@ -19,10 +19,10 @@ from tunelab.models.loading import (
     load_model,
     load_tokenizer,
     model_dir,
+    resolve_task,
 )
 from tunelab.models.registry import BUILTINS, BuiltinModel, cache_root, models_cache
 from tunelab.models.source import ModelSource, resolve
-from tunelab.models.tasks import resolve_task
 
 __all__ = [
     "BUILTINS",

@@ -19,6 +19,7 @@ from tunelab.models import hub
 from tunelab.models.conversion import ensure_converted, require_gguf
 from tunelab.models.devices import pick_attention, pick_device, pick_dtype
 from tunelab.models.source import ModelSource, resolve
+from tunelab.models.tasks import CAUSAL_LM, auto_class, task_of
 
 T = TypeVar("T")
 
@@ -65,8 +66,6 @@ def load_model(
     """The model for `task` (tunelab.models.tasks) in `dtype` on `device` (None: from cfg). `load_options` go to
     `from_pretrained` (a method's `quantization_config`, a classifier's labels); with a `device_map` among them,
     placement is left to it."""
-    from tunelab.models.tasks import auto_class
-
     device = device if device is not None else pick_device(cfg.device)
     dtype = dtype if dtype is not None else pick_dtype(cfg.dtype, device)
     attention = pick_attention(cfg.attention, device, dtype)
@@ -86,6 +85,15 @@ def load_config(cfg: ModelConfig) -> Any:
     source = resolve(cfg.name)
     where, kwargs = _pretrained_args(cfg, source)
     return _guarded(cfg, source, lambda: AutoConfig.from_pretrained(where, **kwargs))
+
+
+def resolve_task(cfg: ModelConfig) -> str:
+    """model.task, or for `auto` the task its config implies (GGUF files hold decoder LMs)."""
+    if cfg.task != "auto":
+        return cfg.task
+    if resolve(cfg.name).kind in ("builtin", "gguf"):
+        return CAUSAL_LM
+    return task_of(load_config(cfg))
 
 
 def classifier_options(labels: list[str] | None) -> dict[str, Any]:

@@ -1,14 +1,13 @@
-"""What kind of model `model.name` is, from its config alone (no weights): the task it is trained for.
+"""Facts about tasks: the kind of model a config or a loaded model is, and its transformers Auto class.
 
-resolve_task(cfg.model)      # "causal_lm" | "sequence_classification" | "seq2seq"
+task_of(config)              # "causal_lm" | "sequence_classification" | "seq2seq"
 auto_class("seq2seq")        # transformers.AutoModelForSeq2SeqLM
+(models.loading.resolve_task reads a model's config to apply these to `model.name`.)
 """
 
 from __future__ import annotations
 
 from typing import Any
-
-from tunelab.config.schema import ModelConfig
 
 CAUSAL_LM, CLASSIFIER, SEQ2SEQ = "causal_lm", "sequence_classification", "seq2seq"
 # Encoder-only architectures: they have no LM head to generate with; a classification head goes on top.
@@ -29,18 +28,6 @@ def task_of(config: Any) -> str:
     if getattr(config, "model_type", None) in ENCODER_TYPES:
         return CLASSIFIER
     return CAUSAL_LM
-
-
-def resolve_task(cfg: ModelConfig) -> str:
-    """model.task, or for `auto` the task its config implies (GGUF files hold decoder LMs)."""
-    if cfg.task != "auto":
-        return cfg.task
-    from tunelab.models.loading import load_config
-    from tunelab.models.source import resolve
-
-    if resolve(cfg.name).kind in ("builtin", "gguf"):
-        return CAUSAL_LM
-    return task_of(load_config(cfg))
 
 
 def auto_class(task: str) -> Any:

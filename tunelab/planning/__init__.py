@@ -10,11 +10,13 @@
 Modules: shape (the model's config and each method applied to a weightless meta-device copy: exact
 parameter counts, weight bytes), activations (bytes saved for backward per token), tokens (token
 lengths of the data), estimate (memory and time arithmetic, calibration constants), machine (matmul rate,
-available memory), recommend (the rule), planner (the orchestration), report (table and JSON).
+available memory), recommend (the rule), planner (the orchestration), report (table and JSON), checkpointing
+(the mode a run uses when train.activation_checkpointing is auto).
 The figures and their calibration against measured runs: docs/planning.md.
 """
 
+from tunelab.planning.checkpointing import checkpointing_mode
 from tunelab.planning.planner import MethodPlan, Plan, plan
 from tunelab.planning.report import render, to_dict
 
-__all__ = ["MethodPlan", "Plan", "plan", "render", "to_dict"]
+__all__ = ["MethodPlan", "Plan", "checkpointing_mode", "plan", "render", "to_dict"]

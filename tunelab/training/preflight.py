@@ -1,26 +1,28 @@
 """Checks that need no weights: run before any model loads, so mistakes cost seconds, not a load.
 
-preflight(cfg, resume=False)  → the parsed rows (every row checked), or a ConfigError/DataError
+rows = preflight(cfg, resume=False)  → the parsed rows (every row checked, read once: training builds on them),
+                                      or a ConfigError/DataError
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-from tunelab import artifacts
+import yaml
+
+from tunelab import artifacts, data, models
 from tunelab.artifacts import RunDir
 from tunelab.config.load import dump
 from tunelab.config.schema import RunConfig
 from tunelab.errors import ConfigError
+from tunelab.evaluation import during_training
+from tunelab.evaluation.metrics import unknown_metrics
 
 # Keys a resumed run may change: extending training is the usual reason to resume with edits.
 RESUMABLE_CHANGES = {("train", "max_steps"), ("train", "num_train_epochs")}
 
 
-def preflight(cfg: RunConfig, resume: bool = False) -> Any:
-    from tunelab import data
-
+def preflight(cfg: RunConfig, resume: bool = False) -> data.RowSet:
     problems = check_device(cfg) + check_training(cfg) + check_output_dir(cfg, resume)
     if problems:
         raise ConfigError(f"{len(problems)} problem(s) found before loading the model", problems)
@@ -28,8 +30,6 @@ def preflight(cfg: RunConfig, resume: bool = False) -> Any:
 
 
 def check_device(cfg: RunConfig) -> list[str]:
-    from tunelab import models
-
     try:
         device = models.pick_device(cfg.model.device)
         models.pick_attention(cfg.model.attention, device, models.pick_dtype(cfg.model.dtype, device))
@@ -39,9 +39,6 @@ def check_device(cfg: RunConfig) -> list[str]:
 
 
 def check_training(cfg: RunConfig) -> list[str]:
-    from tunelab.evaluation import during_training
-    from tunelab.evaluation.metrics import unknown_metrics
-
     t, has_val = cfg.train, cfg.data.validation is not None or cfg.data.val_size is not None
     problems = []
     if t.eval_strategy not in ("auto", "no") and not has_val:
@@ -106,8 +103,6 @@ def unsafe_run_dir(path: Path) -> str | None:
 
 
 def config_changes(cfg: RunConfig, run_dir: RunDir) -> list[str]:
-    import yaml
-
     saved = yaml.safe_load(run_dir.config_file.read_text()) if run_dir.config_file.is_file() else {}
     now = yaml.safe_load(dump(cfg))
     changed = [

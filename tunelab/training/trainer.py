@@ -27,7 +27,6 @@ from transformers.integrations import TensorBoardCallback
 from tunelab import artifacts, methods
 from tunelab.artifacts import RunDir
 from tunelab.config.schema import RunConfig, TrainConfig
-from tunelab.console import info
 from tunelab.errors import ConfigError, TrainingDivergedError
 from tunelab.evaluation import during_training, forgetting
 from tunelab.models.tasks import CAUSAL_LM, CLASSIFIER, SEQ2SEQ, model_task
@@ -44,7 +43,7 @@ class TunelabTrainer(Trainer):
       finished-looking model of garbage.
     - with `sparse_head`, the training loss runs the LM head on trained positions only, `loss_chunk_tokens` of
       them at a time (tunelab.training.loss).
-    - with `padding_free`, batches come packed (tunelab.training.padding_free) and `attention()` gives the
+    - with `packed`, batches come padding-free (tunelab.training.padding_free) and `attention()` gives the
       attention they need; the caller runs train/evaluate inside it.
     - evaluations add the configured extra metrics (generation, retention probe).
     """
@@ -54,14 +53,14 @@ class TunelabTrainer(Trainer):
         *args: Any,
         sparse_head: bool = False,
         loss_chunk_tokens: int = 256,
-        padding_free: bool = False,
+        packed: bool = False,
         extra_evals: tuple = (),
         **kwargs: Any,
     ):
         super().__init__(*args, **kwargs)
         self.sparse_head = sparse_head
         self.loss_chunk_tokens = loss_chunk_tokens
-        self.padding_free = padding_free
+        self.packed = packed
         self.extra_evals = extra_evals  # functions model -> {name: value}, run at every evaluation
         if sparse_head:
             # Our loss is divided by the trained tokens of the whole accumulated batch, as transformers' own.
@@ -80,7 +79,7 @@ class TunelabTrainer(Trainer):
 
     def attention(self) -> contextlib.AbstractContextManager:
         """The attention training and evaluation run under: row by row for padding-free batches."""
-        return padding_free.attention(self.model) if self.padding_free else contextlib.nullcontext()
+        return padding_free.attention(self.model) if self.packed else contextlib.nullcontext()
 
     def evaluation_loop(
         self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"
@@ -156,35 +155,8 @@ def training_arguments(cfg: RunConfig, run_dir: RunDir, device: torch.device, dt
     )
 
 
-def checkpointing_mode(cfg: RunConfig, model, data, device: torch.device, dtype: torch.dtype) -> str:
-    """`auto` recomputes only what the run needs to fit: off when the planner's peak-memory estimate for this
-    method on these rows fits this machine's budget, else selective when that fits, else full. Checkpointing
-    costs time (full: ~40% of a LoRA step), and tunelab's padding-free batches and sparse LM head leave most
-    runs on small models well inside memory."""
-    setting = cfg.train.activation_checkpointing
-    if setting != "auto":
-        return setting
-    if model_task(model) != CAUSAL_LM:
-        return "off"  # the planner's arithmetic is that of decoder LMs
-    from tunelab.planning import planner, tokens
-
-    lengths = [len(ids) for ids in data.train["input_ids"]]
-    trained = [sum(label != -100 for label in labels) for labels in data.train["labels"]]
-    stats = tokens.from_lengths(lengths, trained, cfg.train.per_device_train_batch_size, cfg)
-    estimates, budget = planner.configured_memory(cfg, stats, device, dtype, modes=("off", "selective"))
-    if estimates["off"] <= budget:
-        return "off"
-    mode = "selective" if estimates["selective"] <= budget else "full"
-    info(
-        f"activation checkpointing: {mode}. This run's peak is estimated at {estimates['off'] / 2**30:.1f} GB "
-        f"without it ({estimates['selective'] / 2**30:.1f} GB selective), against the {budget / 2**30:.1f} GB "
-        "this machine can give it (train.activation_checkpointing: auto)"
-    )
-    return mode
-
-
-def collator(model, tokenizer, padding_free: bool = False):
-    if padding_free:
+def collator(model, tokenizer, packed: bool = False):
+    if packed:
         return padding_free.collator()
     if model_task(model) == CLASSIFIER:
         return DataCollatorWithPadding(tokenizer)  # labels are one class id per row
@@ -241,15 +213,27 @@ def logging_dir(cfg: RunConfig, run_dir: RunDir) -> Path:
     return cfg.train.logging_dir or run_dir.path / "logs"
 
 
-def build(cfg: RunConfig, model, tokenizer, data, run_dir: RunDir, device, dtype, callbacks=(), probe=None) -> Trainer:
-    """The trainer for this run: model, data (BuiltData), collator, arguments, callbacks, extra evaluations."""
+def build(
+    cfg: RunConfig,
+    model,
+    tokenizer,
+    data,
+    run_dir: RunDir,
+    device,
+    dtype,
+    checkpointing: str,
+    callbacks=(),
+    probe=None,
+) -> Trainer:
+    """The trainer for this run: model, data (BuiltData), collator, arguments, callbacks, extra evaluations.
+    `checkpointing` (off, selective, full) is decided above, by the planner (tunelab.planning.checkpointing_mode)."""
     from torch.utils.tensorboard import SummaryWriter
 
-    activation_checkpointing.enable(model, checkpointing_mode(cfg, model, data, device, dtype))
+    activation_checkpointing.enable(model, checkpointing)
     args = training_arguments(cfg, run_dir, device, dtype, data.validation is not None)
     classifier = model_task(model) == CLASSIFIER
     method = methods.get(cfg.method.name)
-    padding_free = use_padding_free(cfg.train, model, method)
+    packed = use_padding_free(cfg.train, model, method)
     extra: list[TrainerCallback] = [
         CheckpointMarker(),
         LiveProgress(),
@@ -262,13 +246,13 @@ def build(cfg: RunConfig, model, tokenizer, data, run_dir: RunDir, device, dtype
         args=args,
         train_dataset=data.train,
         eval_dataset=data.validation,
-        data_collator=collator(model, tokenizer, padding_free),
+        data_collator=collator(model, tokenizer, packed),
         processing_class=tokenizer,
         callbacks=[*extra, *callbacks],
         compute_metrics=classifier_metrics(data.report.labels) if classifier else None,
         sparse_head=cfg.train.sparse_lm_head and method.sparse_head and supports_sparse_head(model),
         loss_chunk_tokens=cfg.train.loss_chunk_tokens,
-        padding_free=padding_free,
+        packed=packed,
         extra_evals=() if classifier else extra_evaluations(cfg, tokenizer, data, probe),
     )
     trainer.remove_callback(PrinterCallback)  # LiveProgress prints the logs
