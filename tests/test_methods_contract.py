@@ -1,11 +1,11 @@
 """The contract every fine-tuning method keeps, on the tiny model (hidden 32, intermediate 64, 2 layers, 4 heads
 of 8, 2 KV heads; qlora on its hidden-64 sibling, 8 heads of 8, 4 KV heads): prepare -> one training step -> save
 -> reload -> identical outputs; the trainable-parameter count derived by hand from that shape; base weights
-untouched bit-for-bit where the method promises it; an adapter switched off gives the base model's outputs."""
+untouched bit-for-bit where the method promises it; an adapter switched off gives the base model's outputs; of two
+adapters on one base, the one activated gives its outputs. Every registered method must have its cases here."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 
 import pytest
@@ -37,24 +37,43 @@ LINEARS = linears(HIDDEN, INTER, KV)
 LINEARS_64 = linears(64, 128, 32)
 LAST_LAYER = sum(i * o for i, o in LINEARS) + 2 * HIDDEN  # linears + its two norms
 
-# method options -> trainable parameters, by hand from the shape above
+# method -> {case: (method options, trainable parameters by hand from the shape above)}; every registered method
+# must be here (test_every_registered_method_has_cases), so a new one fails until it is described.
 CASES = {
-    "full": ({"name": "full"}, None),  # None: every parameter
-    "freeze": ({"name": "freeze", "trainable_layers": 1}, LAST_LAYER + HIDDEN),  # + the final norm
-    "lora": ({"name": "lora", "r": 4}, LAYERS * sum(4 * (i + o) for i, o in LINEARS)),
-    "dora": ({"name": "lora", "r": 4, "use_dora": True}, LAYERS * sum(4 * (i + o) + o for i, o in LINEARS)),
-    "qlora": ({"name": "qlora", "r": 4}, LAYERS * sum(4 * (i + o) for i, o in LINEARS_64)),
-    "qlora8": ({"name": "qlora", "r": 4, "bits": 8}, LAYERS * sum(4 * (i + o) for i, o in LINEARS_64)),
+    "full": {"full": ({"name": "full"}, None)},  # None: every parameter
+    "freeze": {"freeze": ({"name": "freeze", "trainable_layers": 1}, LAST_LAYER + HIDDEN)},  # + the final norm
+    "lora": {
+        "lora": ({"name": "lora", "r": 4}, LAYERS * sum(4 * (i + o) for i, o in LINEARS)),
+        "dora": ({"name": "lora", "r": 4, "use_dora": True}, LAYERS * sum(4 * (i + o) + o for i, o in LINEARS)),
+    },
+    "qlora": {
+        "qlora": ({"name": "qlora", "r": 4}, LAYERS * sum(4 * (i + o) for i, o in LINEARS_64)),
+        "qlora8": ({"name": "qlora", "r": 4, "bits": 8}, LAYERS * sum(4 * (i + o) for i, o in LINEARS_64)),
+    },
     # peft's Llama default: k_proj, v_proj (scaled at the output) and down_proj (at its input)
-    "ia3": ({"name": "ia3"}, LAYERS * (KV + KV + INTER)),
-    "prompt_tuning": ({"name": "prompt_tuning", "num_virtual_tokens": 5, "init_text": "Answer briefly"}, 5 * HIDDEN),
-    "prefix_tuning": ({"name": "prefix_tuning", "num_virtual_tokens": 5}, 5 * LAYERS * 2 * KV),
-    "adapter": ({"name": "adapter", "reduction_factor": 4}, LAYERS * (HIDDEN * 8 + 8 + 8 * HIDDEN + HIDDEN)),
-    "adapter_houlsby": (
-        {"name": "adapter", "style": "houlsby", "reduction_factor": 4},
-        2 * LAYERS * (HIDDEN * 8 + 8 + 8 * HIDDEN + HIDDEN),
-    ),
+    "ia3": {"ia3": ({"name": "ia3"}, LAYERS * (KV + KV + INTER))},
+    "prompt_tuning": {
+        "prompt_tuning": (
+            {"name": "prompt_tuning", "num_virtual_tokens": 5, "init_text": "Answer briefly"},
+            5 * HIDDEN,
+        )
+    },
+    "prefix_tuning": {"prefix_tuning": ({"name": "prefix_tuning", "num_virtual_tokens": 5}, 5 * LAYERS * 2 * KV)},
+    "adapter": {
+        "adapter": ({"name": "adapter", "reduction_factor": 4}, LAYERS * (HIDDEN * 8 + 8 + 8 * HIDDEN + HIDDEN)),
+        "adapter_houlsby": (
+            {"name": "adapter", "style": "houlsby", "reduction_factor": 4},
+            2 * LAYERS * (HIDDEN * 8 + 8 + 8 * HIDDEN + HIDDEN),
+        ),
+    },
 }
+# The cases of every registered method, in registry order: case -> (options, trainable).
+CASE = {case: described for name in methods.METHODS for case, described in CASES.get(name, {}).items()}
+
+
+def test_every_registered_method_has_cases():
+    assert CASES.keys() == methods.METHODS.keys()
+    assert all(options["name"] == name for name, cases in CASES.items() for options, _ in cases.values())
 
 
 def method_config(options):
@@ -67,7 +86,11 @@ def load_base(tiny_model_dir, options):
     method = methods.get(options["name"])
     load = method.load_options(method_config(options), torch.float32)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32, **load)
-    return qlora.keep_one_layout(model) if options["name"] == "qlora" else model  # as qlora.prepare does first
+    return qlora.keep_one_layout(model)  # as qlora.prepare does first; a no-op without bitsandbytes' 4-bit layers
+
+
+def model_dir_for(options, tiny_model_dir, tiny_model_dir_64):
+    return tiny_model_dir_64 if options["name"] == "qlora" else tiny_model_dir  # bitsandbytes' CPU kernels: >= 64 wide
 
 
 def batch(tokenizer):
@@ -118,21 +141,10 @@ def base_keys(state):
     return {k.replace("base_model.model.", "").replace(".base_layer", ""): v for k, v in state.items()}
 
 
-@contextlib.contextmanager
-def adapter_off(model):
-    if hasattr(model, "disable_adapter"):
-        with model.disable_adapter():
-            yield
-    else:
-        with adapter.disabled(model):
-            yield
-
-
-@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("case", list(CASE))
 def test_method_contract(case, tiny_model_dir, tiny_model_dir_64, smol_tokenizer, tmp_path):
-    options, expected_trainable = CASES[case]
-    if options["name"] == "qlora":
-        tiny_model_dir = tiny_model_dir_64
+    options, expected_trainable = CASE[case]
+    tiny_model_dir = model_dir_for(options, tiny_model_dir, tiny_model_dir_64)
     method = methods.get(options["name"])
     cfg = method_config(options)
     enc = batch(smol_tokenizer)
@@ -145,8 +157,10 @@ def test_method_contract(case, tiny_model_dir, tiny_model_dir_64, smol_tokenizer
     trainable, total = methods.count_parameters(model)
     assert trainable == (total if expected_trainable is None else expected_trainable)
     if method.artifact == "adapter":
-        with adapter_off(model):
+        with method.disable(model):
             base_after_prepare = logits(model, enc)
+        untrained_logits = logits(model, enc)
+        method.save(model, tmp_path / "untrained")
 
     before = base_keys(base_state(model))
     train_one_step(model, enc)
@@ -159,7 +173,7 @@ def test_method_contract(case, tiny_model_dir, tiny_model_dir_64, smol_tokenizer
     trained_logits = logits(model, enc)
     assert not torch.equal(trained_logits, base_logits), "one step must change the outputs"
     if method.artifact == "adapter":
-        with adapter_off(model):
+        with method.disable(model):
             assert torch.equal(logits(model, enc), base_after_prepare)
         assert torch.equal(base_after_prepare, base_logits)
 
@@ -171,22 +185,43 @@ def test_method_contract(case, tiny_model_dir, tiny_model_dir_64, smol_tokenizer
 
         reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "artifact", dtype=torch.float32)
     torch.testing.assert_close(logits(reloaded, enc), trained_logits, rtol=0, atol=1e-6)
+    if method.artifact == "adapter":  # a second adapter on the same base; activate switches between the two
+        reloaded = method.attach(reloaded, tmp_path / "untrained", "untrained")
+        method.activate(reloaded, "untrained")
+        torch.testing.assert_close(logits(reloaded, enc), untrained_logits, rtol=0, atol=1e-6)
+        method.activate(reloaded, "default")
+        torch.testing.assert_close(logits(reloaded, enc), trained_logits, rtol=0, atol=1e-6)
 
 
-E2E = ["freeze", "qlora", "ia3", "prompt_tuning", "prefix_tuning", "adapter_houlsby"]
+# method -> the case trained and generated from through the CLI, or None where another test does that
+E2E = {
+    "full": None,  # tests/test_cli.py (finished_run)
+    "freeze": "freeze",
+    "lora": None,  # tests/test_cli.py, tests/test_adapters.py
+    "qlora": "qlora",
+    "ia3": "ia3",
+    "prompt_tuning": "prompt_tuning",
+    "prefix_tuning": "prefix_tuning",
+    "adapter": "adapter_houlsby",
+}
 
 
-@pytest.mark.parametrize("case", E2E)
+def test_every_registered_method_says_how_it_runs_end_to_end():
+    assert E2E.keys() == methods.METHODS.keys()
+    assert all(case in CASES[name] for name, case in E2E.items() if case is not None)
+
+
+@pytest.mark.parametrize("case", [E2E[name] for name in methods.METHODS if E2E.get(name)])
 def test_every_method_trains_saves_and_generates_through_the_cli(case, tiny_model_dir, tiny_model_dir_64, tmp_path):
     """`tunelab train` then `tunelab generate` on the finished run, as a user would, for each method."""
-    options = CASES[case][0]
-    model_dir = tiny_model_dir_64 if options["name"] == "qlora" else tiny_model_dir
+    options, expected_trainable = CASE[case]
+    model_dir = model_dir_for(options, tiny_model_dir, tiny_model_dir_64)
     cfg = write_config(tmp_path, model_dir, method=options, train={"max_steps": 2}, data=None)
     result = run_cli(["train", str(cfg), "forgetting.max_items=4"])
     assert result.exit_code == 0, result.output
     run = tmp_path / "run"
     assert (run / "COMPLETE").is_file()
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["trainable_params"] == (CASES[case][1] or metrics["total_params"])
+    assert metrics["trainable_params"] == (expected_trainable or metrics["total_params"])
     generated = run_cli(["generate", str(run), "The secret word for sky?", "--max-new-tokens", "4"])
     assert generated.exit_code == 0, generated.output

@@ -29,7 +29,7 @@ def test_prefix_from_text_equals_base_model_after_reading_the_text(tiny_model_di
     query = smol_tokenizer("Where is my parcel?", return_tensors="pt", add_special_tokens=False)
     with torch.no_grad():
         prefixed = peft_model(**query).logits[0]
-        with peft_model.disable_adapter():
+        with methods.get("prefix_tuning").disable(peft_model):
             whole = peft_model(input_ids=torch.tensor([text_ids + query["input_ids"][0].tolist()])).logits[0]
     # the prefix holds the text's keys/values: the query's logits are those of text + query read together
     torch.testing.assert_close(prefixed, whole[len(text_ids) :], atol=1e-5, rtol=1e-4)

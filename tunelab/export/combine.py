@@ -13,14 +13,13 @@ import os
 import shutil
 from pathlib import Path
 
-from tunelab import artifacts
+from tunelab import artifacts, methods
 from tunelab.artifacts import RunDir
 from tunelab.config import dump
 from tunelab.console import info
 from tunelab.errors import ConfigError
 from tunelab.inference.loading import load_runs, run_config
 
-COMBINABLE = ("lora", "qlora")
 COMBINED = "combined"
 
 
@@ -38,8 +37,10 @@ def combine(
             [f"got {len(paths)} run(s) and {len(weights)} weight(s): --weights 1.0,0.5 for two runs"],
         )
     configs = [run_config(p, trust_remote_code)[1] for p in paths]
-    if configs[0].method.name not in COMBINABLE:
-        raise ConfigError(f"{paths[0]}: method {configs[0].method.name} cannot be combined", ["combine LoRA runs"])
+    method = methods.get(configs[0].method.name)
+    if not method.combinable:
+        combinable = ", ".join(name for name, spec in methods.METHODS.items() if spec.combinable)
+        raise ConfigError(f"{paths[0]}: method {method.name} cannot be combined", [f"combine runs of {combinable}"])
     fix = "pass --overwrite to replace it (only tunelab's own files are removed), or choose a new --output"
     problems = artifacts.run_dir_problems(output_dir, replace=overwrite, option="--output", fix=fix)
     if problems:
@@ -49,13 +50,13 @@ def combine(
         artifacts.clear_run(RunDir(output_dir))
     names = list(loaded.adapters)
     loaded.model.add_weighted_adapter(names, weights, COMBINED, combination_type="cat")
-    loaded.model.set_adapter(COMBINED)
+    method.activate(loaded.model, COMBINED)
 
     run_dir = RunDir(output_dir)
-    method = configs[0].method.model_copy(
+    method_cfg = configs[0].method.model_copy(
         update={"r": sum(c.method.r for c in configs), "adapter_name": output_dir.resolve().name}
     )
-    artifacts.start(run_dir, dump(configs[0].model_copy(update={"method": method})))
+    artifacts.start(run_dir, dump(configs[0].model_copy(update={"method": method_cfg})))
     artifacts.save_artifact(run_dir, "adapter", loaded.model, loaded.tokenizer, save=save_combined)
     record = {"combined_from": [str(p) for p in paths], "adapters": names, "weights": weights, "combination": "cat"}
     artifacts.write_json(run_dir.path / "metrics.json", record)

@@ -31,15 +31,14 @@ class Loaded:
     source: str = ""
     # Several adapters on one base: name -> (template, system) of the run it came from.
     adapters: dict[str, tuple[str, str | None]] = field(default_factory=dict)
+    # The method those adapters share (check_shared_base): its spec knows how to switch between them.
+    method: str | None = None
 
     def use(self, name: str) -> None:
         """Make adapter `name` the active one (and its run's prompt template and system prompt)."""
         if name not in self.adapters:
             raise ConfigError(f"no adapter named {name!r}", [f"loaded adapters: {', '.join(self.adapters)}"])
-        if hasattr(self.model, "set_adapter"):
-            self.model.set_adapter(name)
-        else:
-            methods.adapter.set_adapter(self.model, name)
+        methods.get(self.method).activate(self.model, name)
         self.template, self.system = self.adapters[name]
         self.source = name
 
@@ -176,7 +175,7 @@ def load_runs(
         model = methods.get(cfg.method.name).attach(model, run.artifact_dir, name)
         adapters[name] = (cfg.data.template, cfg.data.system)
     model.eval()
-    loaded = Loaded(model, run_tokenizer(first_run, first_cfg), adapters=adapters)
+    loaded = Loaded(model, run_tokenizer(first_run, first_cfg), adapters=adapters, method=first_cfg.method.name)
     loaded.use(next(iter(adapters)))
     return loaded
 

@@ -2,7 +2,9 @@
 
 Every method has the same shape (`MethodSpec`): which dtype the base weights load in (and any
 quantization), how the loaded model is made trainable, how its artifact is saved and put back on a
-base, and whether it can be merged into the base weights.
+base, how one of several adapters is made active or all switched off, and whether adapters can be
+merged into the base weights or combined. Callers ask the spec (`methods.get(name).combinable`), never a
+list of names: a new method is its module, one line below, and its config class in tunelab/config/methods.py.
 """
 
 from __future__ import annotations

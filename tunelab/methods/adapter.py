@@ -118,7 +118,7 @@ def prepare(model: nn.Module, method_cfg: BottleneckAdapterMethod, tokenizer: An
     return model
 
 
-def set_adapter(model: nn.Module, name: str | None) -> None:
+def activate(model: nn.Module, name: str | None) -> None:
     state_of(model).active = name
 
 
@@ -166,4 +166,6 @@ METHOD = MethodSpec(
     prepare=prepare,
     save=save,
     attach=attach,
+    activate=activate,
+    disable=disabled,
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -30,6 +31,14 @@ def attach_peft(model: nn.Module, adapter_dir: Path, name: str) -> nn.Module:
     return PeftModel.from_pretrained(model, str(adapter_dir), adapter_name=name)
 
 
+def activate_peft(model: nn.Module, name: str) -> None:
+    model.set_adapter(name)
+
+
+def disable_peft(model: nn.Module) -> AbstractContextManager[None]:
+    return model.disable_adapter()
+
+
 @dataclass(frozen=True)
 class MethodSpec:
     name: str
@@ -46,8 +55,16 @@ class MethodSpec:
     save: Callable[[nn.Module, Path], None] = save_pretrained
     # Put a saved adapter onto a loaded base under a name (adapter methods only).
     attach: Callable[[nn.Module, Path, str], nn.Module] = attach_peft
+    # Make one of the adapters attached to a base the active one, by name (`tunelab generate RUN1,RUN2 --adapter`);
+    # peft's set_adapter, or the method's own where the adapters are not peft's.
+    activate: Callable[[nn.Module, str], None] = activate_peft
+    # `with spec.disable(model):` the base model's own outputs, the adapter still attached (adapter methods only).
+    disable: Callable[[nn.Module], AbstractContextManager[None]] = disable_peft
     # The adapter can be folded into the base weights (`tunelab merge`, faster generation).
     mergeable: bool = False
+    # Adapters of several runs can be summed into one new adapter (`tunelab combine`, through peft's
+    # add_weighted_adapter with "cat": the ranks add up, so the method's config has a rank `r`).
+    combinable: bool = False
     # The training loss may run the LM head on trained positions only (tunelab.training.loss); soft-prompt methods
     # shift positions by their virtual tokens, so they keep peft's own loss.
     sparse_head: bool = True

@@ -47,4 +47,6 @@ def prepare(model: nn.Module, method_cfg: LoraOptions, tokenizer: Any = None) ->
     return get_peft_model(model, config)
 
 
-METHOD = MethodSpec(name="lora", artifact="adapter", load_dtype=frozen_base_dtype, prepare=prepare, mergeable=True)
+METHOD = MethodSpec(
+    name="lora", artifact="adapter", load_dtype=frozen_base_dtype, prepare=prepare, mergeable=True, combinable=True
+)

@@ -79,4 +79,5 @@ METHOD = MethodSpec(
     load_options=load_options,
     attach=attach,
     mergeable=True,
+    combinable=True,
 )

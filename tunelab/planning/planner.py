@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from tunelab import models
+from tunelab import methods, models
 from tunelab.config import RunConfig
 from tunelab.config.methods import METHOD_MODELS, LoraOptions
 from tunelab.errors import ConfigError, TunelabError
@@ -26,18 +26,10 @@ from tunelab.planning import estimate, machine, recommend
 from tunelab.planning.shape import Layout, method_layout, model_config
 from tunelab.planning.tokens import TokenStats, assumed_stats, token_stats
 
-# One row per method; qlora twice, once per base precision. Labels are recommend.CAPABILITY entries.
-ROWS = (
-    ("full", "full", {}),
-    ("freeze", "freeze", {}),
-    ("lora", "lora", {}),
-    ("qlora (4-bit)", "qlora", {"bits": 4}),
-    ("qlora (8-bit)", "qlora", {"bits": 8}),
-    ("ia3", "ia3", {}),
-    ("prompt_tuning", "prompt_tuning", {}),
-    ("prefix_tuning", "prefix_tuning", {}),
-    ("adapter", "adapter", {}),
-)
+# Methods planned once per setting of an option, as (label, options): qlora once per base precision.
+VARIANTS = {"qlora": (("qlora (4-bit)", {"bits": 4}), ("qlora (8-bit)", {"bits": 8}))}
+# One row per registered method, as (label, method name, options); labels are recommend.CAPABILITY entries.
+ROWS = tuple((label, name, fixed) for name in methods.METHODS for label, fixed in VARIANTS.get(name, ((name, {}),)))
 
 
 @dataclass(frozen=True)
@@ -156,12 +148,13 @@ def data_tokens(cfg: RunConfig) -> TokenStats:
 
 
 def method_configs(configured: Any) -> list[tuple[str, Any]]:
-    """The configured method with its own options; the others with their defaults, except that lora and
-    qlora share the LoRA options (r, alpha, targets) of whichever of them is configured."""
+    """The configured method with its own options; the others with their defaults, except that the methods
+    whose config takes the LoRA options (lora, qlora) share those (r, alpha, targets) of the configured one."""
     lora_options = configured.model_dump(include=set(LoraOptions.model_fields)) if _is_lora(configured) else {}
     out = []
     for label, name, fixed in ROWS:
-        options: dict[str, Any] = {"name": name, **(lora_options if name in ("lora", "qlora") else {})}
+        takes_lora_options = issubclass(METHOD_MODELS[name], LoraOptions)
+        options: dict[str, Any] = {"name": name, **(lora_options if takes_lora_options else {})}
         if name == configured.name:
             options = configured.model_dump()
         out.append((label, METHOD_MODELS[name].model_validate({**options, **fixed})))
