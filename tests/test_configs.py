@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,19 @@ def test_shipped_config_validates_and_its_data_passes_preflight(path, monkeypatc
     monkeypatch.chdir(ROOT)  # data paths in configs are relative to the repository root
     cfg = config.load(path)
     rows = data.preflight(cfg)
-    assert rows is not None
+    records = [json.loads(line) for line in Path(cfg.data.train).read_text().splitlines() if line.strip()]
+    assert rows.format == cfg.data.format and rows.rows_read == len(records) and not rows.skipped
+    # Every line became exactly one row, on one side of the val_size split (the shipped data repeats no row).
+    assert sorted(row.line for row in rows.train + rows.validation) == list(range(1, len(records) + 1))
+    assert rows.repeats == 0 and len(rows.validation) == round(cfg.data.val_size * len(records))
+    for row in rows.train + rows.validation:
+        record = records[row.line - 1]
+        prompt, answer = record.get("prompt", record.get("text")), record.get("completion", record.get("label"))
+        assert [m["role"] for m in row.messages] == ["user", "assistant"], row.where
+        user = row.messages[0]["content"]
+        # A classification prompt is an instruction listing the labels, then the text.
+        assert (user == prompt) if rows.labels is None else user.endswith(f"\n\nText: {prompt}"), row.where
+        assert row.messages[1]["content"] == answer, row.where
 
 
 def test_demo_system_prompt_is_the_shipped_one():

@@ -137,12 +137,23 @@ def test_stream_joins_to_generate(tiny):
     assert "".join(pieces) == generate(model, tok, [messages], decoding, system="Be brief.")[0]
 
 
-def test_stream_closed_early_stops_generation(tiny):
+def test_stream_closed_early_stops_generation(tiny, monkeypatch):
     model, tok = tiny
+    real, produced = model.generate, []
+
+    def without_eos(**kwargs):
+        # EOS is kept out until max_new_tokens, so only the stop (not the model finishing) can end decoding early.
+        out = real(**kwargs, min_new_tokens=kwargs["max_new_tokens"])
+        produced.append(out.shape[1] - kwargs["input_ids"].shape[1])
+        return out
+
+    monkeypatch.setattr(model, "generate", without_eos)
     pieces = stream(model, tok, [{"role": "user", "content": "Hi"}], Decoding(max_new_tokens=500))
     next(pieces)
     pieces.close()  # what a chat UI does when the user interrupts
     assert not [t for t in threading.enumerate() if t.name == "tunelab-stream"]
+    # close() joins the thread whether or not it stopped; the token count shows decoding ended soon after.
+    assert len(produced) == 1 and produced[0] < 50
 
 
 def test_stream_reraises_generation_errors(tiny, monkeypatch):

@@ -40,7 +40,7 @@ class AdapterMethodBase(Strict):
         None,
         pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$",
         description="This run's adapter name when several are loaded on one base "
-        "(`tunelab generate RUN1 RUN2 --adapter NAME`). Default: the run directory's name.",
+        "(`tunelab generate runs/a,runs/b --adapter NAME 'prompt'`). Default: the run directory's name.",
     )
 
 

@@ -1,7 +1,9 @@
 """The one typed, strict, frozen run config.
 
-Every option is documented once, here, in the field's `description`; `tunelab config-help` and the
-example configs in `configs/` are checked against these fields. Unknown keys are errors
+Every option is documented once, here, in the field's `description` (no command prints them: read them here,
+or take `RunConfig.model_json_schema()`, which carries them, e.g. for an editor's YAML completion). The
+example configs in `configs/`, one per method (`tunelab train --help` points there), are validated against
+these fields by tests/test_configs.py. Unknown keys are errors
 (extra="forbid"); method options nest under the method (a discriminated union on `name`), so an
 option of another method fails by structure.
 """
