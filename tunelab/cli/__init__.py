@@ -154,7 +154,7 @@ def generate(
 def chat(
     model: Annotated[str, typer.Argument(help=MODEL_HELP)],
     adapter: AdapterOpt = None,
-    max_new_tokens: MaxNewTokensOpt = 512,
+    max_new_tokens: MaxNewTokensOpt = 256,
     temperature: TemperatureOpt = 0.0,
     top_k: TopKOpt = None,
     top_p: TopPOpt = None,
@@ -256,10 +256,9 @@ def eval_(
     """Generate answers for a test set and score them: every metric with a 95% bootstrap interval."""
     from tunelab.evaluation import evaluate as evalmod
 
-    job = evalmod.prepare(model, data, _split(metrics), config, output_dir, overwrite, trust_remote_code)
-    result = evalmod.run(job)
+    result, written = evalmod.run_eval(model, data, _split(metrics), config, output_dir, overwrite, trust_remote_code)
     console.print(evalmod.markdown(result), markup=False, soft_wrap=True)
-    console.print(f"wrote {job.output_dir}/metrics.json, predictions.jsonl, report.md", markup=False)
+    console.print(f"wrote {written}/metrics.json, predictions.jsonl, report.md", markup=False)
 
 
 @app.command(epilog="Example:  tunelab compare configs/demo.yaml --run runs/demo")
@@ -273,13 +272,9 @@ def compare(
     trust_remote_code: TrustOpt = False,
 ) -> None:
     """Zero-shot vs few-shot vs fine-tuned on one test set: which is worth it, and by how much."""
-    from tunelab import config as cfgmod
     from tunelab.evaluation import compare as comparemod
 
-    cfg = cfgmod.load(config)
-    job = comparemod.prepare(cfg, config, data, run or [], _split(metrics), output_dir, overwrite)
-    arms = comparemod.compare(cfg, job.test_file, job.runs, job.metrics, job.examples, trust_remote_code)
-    comparemod.write(arms, output_dir)
+    arms = comparemod.run_compare(config, data, run or [], _split(metrics), output_dir, overwrite, trust_remote_code)
     console.print(comparemod.table(arms))
     console.print(comparemod.verdict(arms), markup=False, soft_wrap=True)
     console.print(f"wrote {output_dir}/compare.md, compare.json, compare.png", markup=False)

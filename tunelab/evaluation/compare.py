@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from tunelab import artifacts, data
-from tunelab.config import RunConfig
+from tunelab.config import RunConfig, load
 from tunelab.errors import ConfigError
 from tunelab.evaluation.evaluate import EvalResult, evaluate_loaded
 from tunelab.evaluation.metrics import unknown_metrics
@@ -88,6 +88,23 @@ def prepare(
     for run in runs:
         artifacts.open_run(run)  # an unfinished run says so now, not after the base model's arms
     return CompareJob(test_file, runs, metrics, data.read_eval_examples(test_file, cfg))
+
+
+def run_compare(
+    config_path: Path,
+    data_file: Path | None,
+    runs: list[str],
+    metrics: list[str] | None,
+    output_dir: Path,
+    overwrite: bool = False,
+    trust_remote_code: bool = False,
+) -> list[Arm]:
+    """`tunelab compare`: every check first (prepare), then each arm, then compare.md/.json/.png in output_dir."""
+    cfg = load(config_path)
+    job = prepare(cfg, config_path, data_file, runs, metrics, output_dir, overwrite)
+    arms = compare(cfg, job.test_file, job.runs, job.metrics, job.examples, trust_remote_code)
+    write(arms, output_dir)
+    return arms
 
 
 def compare(

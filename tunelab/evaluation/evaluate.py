@@ -107,6 +107,20 @@ def prepare(
     return EvalJob(ref, cfg, test_file, examples, metrics, out, trust_remote_code)
 
 
+def run_eval(
+    ref: str,
+    data_file: Path | None,
+    metrics: list[str] | None,
+    config_path: Path | None = None,
+    output_dir: Path | None = None,
+    overwrite: bool = False,
+    trust_remote_code: bool = False,
+) -> tuple[EvalResult, Path]:
+    """`tunelab eval`: every check first (prepare), then generate, score and write; the result and its folder."""
+    job = prepare(ref, data_file, metrics, config_path, output_dir, overwrite, trust_remote_code)
+    return run(job), job.output_dir
+
+
 def run(job: EvalJob, **options: Any) -> EvalResult:
     """Load the model, generate, score, and write metrics.json, predictions.jsonl and report.md."""
     loaded = load_for_inference(job.ref, trust_remote_code=job.trust_remote_code)

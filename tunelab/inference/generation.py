@@ -19,8 +19,9 @@ from typing import Any
 
 import torch
 
-from tunelab.data.templates import Message, adds_special_tokens, render_prompt
+from tunelab.data.templates import Message, encode_prompt
 from tunelab.errors import ConfigError
+from tunelab.models.modes import eval_mode
 
 Prompt = list[Message] | str
 
@@ -48,13 +49,6 @@ def decoding(max_new_tokens: int, temperature: float, top_k: int | None, top_p: 
         return Decoding(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
     except ValueError as exc:
         raise ConfigError("bad decoding options", [str(exc)]) from None
-
-
-def encode_prompt(tokenizer: Any, prompt: Prompt, template: str = "auto", system: str | None = None) -> list[int]:
-    """Token ids asking for the next assistant turn, tokenized as training tokenizes. A str is one user message."""
-    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
-    text = render_prompt(tokenizer, messages, template=template, system=system)
-    return tokenizer(text, add_special_tokens=adds_special_tokens(tokenizer, template))["input_ids"]
 
 
 def generate(
@@ -190,18 +184,6 @@ class _StopWhen:
 
     def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
         return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
-
-
-@contextlib.contextmanager
-def eval_mode(model: Any) -> Iterator[None]:
-    """Dropout off (greedy decoding and likelihood scores must be deterministic), then the caller's mode back,
-    so generating or scoring from inside a training loop leaves the model training."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
 
 
 @contextlib.contextmanager
