@@ -16,7 +16,7 @@ from transformers import LlamaForCausalLM, TrainerCallback
 
 from tests.conftest import tiny_llama_config
 from tests.helpers import write_config
-from tunelab import config, train
+from tunelab import config, methods, train
 from tunelab.config.methods import LoraMethod
 from tunelab.methods import lora
 from tunelab.planning import machine, planner
@@ -70,9 +70,13 @@ def run(tmp_path, model_dir, method: str, setting) -> tuple[list[float], LayerCa
     return [h["loss"] for h in state["log_history"] if "loss" in h], calls
 
 
+# A sample, not the registry: checkpointing wraps the transformer blocks whatever the method, so one of each kind of
+# model it wraps is enough (a peft-wrapped adapter model, a whole model that trains, a 4-bit quantized base); each
+# case trains three times.
 @pytest.mark.parametrize("method", ["lora", "full", "qlora"])
 def test_checkpointing_recomputes_the_layers_and_trains_the_same(tmp_path, tiny_model_dir, tiny_model_dir_64, method):
-    model_dir = tiny_model_dir_64 if method == "qlora" else tiny_model_dir  # bitsandbytes' CPU kernels: >= 64 wide
+    quantized = methods.get(method).quantized_linears
+    model_dir = tiny_model_dir_64 if quantized else tiny_model_dir  # bitsandbytes' CPU kernels: >= 64 wide
     kept, kept_calls = run(tmp_path / "kept", model_dir, method, "false")
     assert kept_calls.per_layer_and_step(2) == 1
     for mode in ("true", "selective"):  # true: full checkpointing, as before the modes had names

@@ -10,9 +10,17 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from tests.helpers import run_cli, write_config
+from tunelab import methods
 from tunelab.inference.loading import load_for_inference
 
 PROMPT = "The secret word for sky?"
+# Every mergeable method (MethodSpec.mergeable) -> the options it is trained with before merging.
+MERGE_OPTIONS = {"lora": {"r": 4}, "qlora": {"r": 4}, "ia3": {}}
+MERGEABLE = [name for name, spec in methods.METHODS.items() if spec.mergeable]
+
+
+def test_every_mergeable_method_is_merged_here():
+    assert MERGE_OPTIONS.keys() == set(MERGEABLE)
 
 
 def trained(tmp_path, model_dir, method):
@@ -23,10 +31,11 @@ def trained(tmp_path, model_dir, method):
     return tmp_path / "run"
 
 
-@pytest.mark.parametrize("method", [{"name": "lora", "r": 4}, {"name": "qlora", "r": 4}, {"name": "ia3"}])
-def test_merged_model_matches_base_plus_adapter(method, tmp_path, tiny_model_dir, tiny_model_dir_64):
-    model_dir = tiny_model_dir_64 if method["name"] == "qlora" else tiny_model_dir
-    run = trained(tmp_path, model_dir, method)
+@pytest.mark.parametrize("name", MERGEABLE)
+def test_merged_model_matches_base_plus_adapter(name, tmp_path, tiny_model_dir, tiny_model_dir_64):
+    quantized = methods.get(name).quantized_linears
+    model_dir = tiny_model_dir_64 if quantized else tiny_model_dir  # bitsandbytes' CPU kernels: >= 64 wide
+    run = trained(tmp_path, model_dir, {"name": name, **MERGE_OPTIONS[name]})
     out = tmp_path / "merged"
     result = run_cli(["merge", str(run), "--output", str(out)])
     assert result.exit_code == 0, result.output
@@ -42,7 +51,7 @@ def test_merged_model_matches_base_plus_adapter(method, tmp_path, tiny_model_dir
     ids = tokenizer(PROMPT, return_tensors="pt")["input_ids"]
     with torch.no_grad():
         want, got = unmerged(input_ids=ids).logits, merged(input_ids=ids).logits
-    tolerance = 1e-4 if method["name"] != "qlora" else 2e-2  # qlora: the base computed 4-bit vs dequantized
+    tolerance = 2e-2 if quantized else 1e-4  # a quantized base: computed 4-bit vs dequantized
     torch.testing.assert_close(got, want, rtol=0, atol=tolerance * want.abs().max().item())
     assert not torch.allclose(got, AutoModelForCausalLM.from_pretrained(model_dir)(input_ids=ids).logits)
 

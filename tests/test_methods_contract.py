@@ -14,7 +14,7 @@ from pydantic import TypeAdapter
 
 from tests.helpers import run_cli, write_config
 from tunelab import methods
-from tunelab.config.methods import MethodConfig
+from tunelab.config.methods import METHOD_MODELS, MethodConfig
 from tunelab.methods import adapter, qlora
 
 HIDDEN, INTER, LAYERS, KV = 32, 64, 2, 16  # KV: 2 KV heads x head dim 8
@@ -76,6 +76,10 @@ def test_every_registered_method_has_cases():
     assert all(options["name"] == name for name, cases in CASES.items() for options, _ in cases.values())
 
 
+def test_every_registered_method_has_an_options_class():
+    assert METHOD_MODELS.keys() == methods.METHODS.keys()  # and no options class is left without its method
+
+
 def method_config(options):
     return TypeAdapter(MethodConfig).validate_python(options)
 
@@ -90,7 +94,8 @@ def load_base(tiny_model_dir, options):
 
 
 def model_dir_for(options, tiny_model_dir, tiny_model_dir_64):
-    return tiny_model_dir_64 if options["name"] == "qlora" else tiny_model_dir  # bitsandbytes' CPU kernels: >= 64 wide
+    quantized = methods.get(options["name"]).quantized_linears
+    return tiny_model_dir_64 if quantized else tiny_model_dir  # bitsandbytes' CPU kernels: >= 64 wide
 
 
 def batch(tokenizer):

@@ -10,12 +10,25 @@ import torch
 
 from tests.helpers import run_cli, write_config
 from tunelab import config, methods
-from tunelab.planning import estimate, machine, recommend, shape
+from tunelab.planning import estimate, machine, planner, recommend, shape
 from tunelab.planning.activations import BlockTensors, block_saved_bytes
 from tunelab.planning.tokens import TokenStats, from_lengths
 
-ADAPTER_METHODS = ["lora", "ia3", "prompt_tuning", "prefix_tuning", "adapter"]
-ALL_METHODS = ["full", "freeze", *ADAPTER_METHODS]
+# The methods whose plan a meta model shows whole: a quantized base is sized apart (bitsandbytes quantizes as real
+# weights load), and checked against a real 4-bit model in test_qlora_counts_equal_a_real_4bit_model.
+UNQUANTIZED_METHODS = [name for name, spec in methods.METHODS.items() if not spec.quantized_linears]
+# Methods whose per-token account of saved activations is not checked against autograd here, and why.
+SAVED_ACTIVATIONS_UNCHECKED = {
+    # Its prefix adds keys and values in front of every layer's attention, which the per-token account does not
+    # count (init_text: null, bf16: autograd keeps 455,680 B in the last block against 340,992 B counted).
+    "prefix_tuning": "prefix keys and values are not in the per-token account",
+}
+
+
+def test_every_method_is_planned_and_ranked():
+    assert SAVED_ACTIVATIONS_UNCHECKED.keys() <= set(UNQUANTIZED_METHODS)
+    assert {name for _, name, _ in planner.ROWS} == methods.METHODS.keys()
+    assert sorted(recommend.CAPABILITY) == sorted(label for label, _, _ in planner.ROWS)  # none never recommended
 
 
 def method_cfg(name: str, **options):
@@ -217,7 +230,7 @@ def test_qlora_quantized_weights_are_sized_by_bits(tiny_model_dir):
     assert four.weight_bytes == pytest.approx(linears * (0.5 + 1 / 64 + 4 / (64 * 256)) + rest + adapters, abs=2)
 
 
-@pytest.mark.parametrize("name", ALL_METHODS)
+@pytest.mark.parametrize("name", UNQUANTIZED_METHODS)
 def test_trainable_counts_equal_the_real_models(tiny_model_dir, smol_tokenizer, name):
     from transformers import AutoModelForCausalLM
 
@@ -264,7 +277,7 @@ def saved_in_block(model, block, inputs, sparse_head: bool, autocast: bool) -> i
 
 
 @pytest.mark.parametrize("compute", [torch.bfloat16, torch.float32])
-@pytest.mark.parametrize("name", ["full", "freeze", "lora", "ia3", "adapter", "prompt_tuning"])
+@pytest.mark.parametrize("name", [name for name in UNQUANTIZED_METHODS if name not in SAVED_ACTIVATIONS_UNCHECKED])
 def test_saved_activations_match_autograd(tiny_model_dir, name, compute):
     """The per-token account (activations.py) against the tensors autograd really keeps in the last block,
     within 15%, under bf16 autocast and in plain fp32. (The first block on the gradient path is counted whole
@@ -292,7 +305,7 @@ def test_saved_activations_match_autograd(tiny_model_dir, name, compute):
     tensors = BlockTensors(compute_bytes=compute_bytes, residual_bytes=residual, config=inner.config)
     per_token = block_saved_bytes(last, tensors)
     copies = shape.cast_copies([m for m in last.modules() if isinstance(m, torch.nn.Linear)], tensors)
-    tokens = batch * (length + (cfg.num_virtual_tokens if name == "prompt_tuning" else 0))
+    tokens = batch * (length + spec.virtual_tokens(cfg))
     assert measured == pytest.approx(tokens * per_token + copies, rel=0.15)
 
 
@@ -363,8 +376,8 @@ def test_plan_prints_a_row_per_method_and_a_recommendation(tmp_path, tiny_model_
     cfg = write_config(tmp_path, tiny_model_dir, method={"name": "lora", "r": 8})
     result = run_cli(["plan", str(cfg)])
     assert result.exit_code == 0, result.output
-    for label in ("full", "freeze", "lora (configured)", "qlora (4-bit)", "qlora (8-bit)", *ADAPTER_METHODS[1:]):
-        assert label in result.output
+    for label, _, _ in planner.ROWS:  # every registered method, qlora once per base precision
+        assert (f"{label} (configured)" if label == "lora" else label) in result.output
     assert "Recommended:" in result.output and "8 rows" in result.output
 
 

@@ -162,3 +162,19 @@ def test_generate_output_is_replaced_only_with_overwrite_and_atomically(tmp_path
         "out.jsonl",
         "prompts.jsonl",
     ]
+
+
+def test_a_package_the_method_needs_is_named_before_any_model_loads(tmp_path, monkeypatch):
+    import dataclasses
+
+    from tunelab import methods
+
+    lacking = dataclasses.replace(methods.METHODS["qlora"], requires=("no_such_package_for_tunelab",))
+    monkeypatch.setitem(methods.METHODS, "qlora", lacking)
+    test = write_jsonl(tmp_path / "train.jsonl", memorizable_rows(3))
+    cfg = write_config(tmp_path, Path(MISSING_MODEL), method={"name": "qlora"}, data={"train": str(test)})
+    result = run_cli(["train", str(cfg)])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    said = " ".join(result.output.split())
+    assert "method.name=qlora needs no_such_package_for_tunelab: pip install no_such_package_for_tunelab" in said
+    assert "no-such-model" not in said

@@ -8,7 +8,7 @@ documents its options once, here. The code that applies a method lives in tunela
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -134,6 +134,7 @@ class BottleneckAdapterMethod(AdapterMethodBase):
     activation: Literal["relu", "gelu", "silu"] = Field("relu", description="Non-linearity inside the bottleneck.")
 
 
+# Every method's options class, in registry order: a new method is its class above and one entry here.
 METHOD_CLASSES: tuple[type[Strict], ...] = (
     FullMethod,
     FreezeMethod,
@@ -148,14 +149,6 @@ METHOD_MODELS: dict[str, type[Strict]] = {
     cls.model_fields["name"].annotation.__args__[0]: cls for cls in METHOD_CLASSES
 }
 
-MethodConfig = Annotated[
-    FullMethod
-    | FreezeMethod
-    | LoraMethod
-    | QLoraMethod
-    | Ia3Method
-    | PromptTuningMethod
-    | PrefixTuningMethod
-    | BottleneckAdapterMethod,
-    Field(discriminator="name"),
-]
+# The `method:` section: the class whose `name` the YAML gives (pydantic validates against that one only).
+# Union[...] of the tuple, not X | Y: that would list every class a second time.
+MethodConfig = Annotated[Union[METHOD_CLASSES], Field(discriminator="name")]  # noqa: UP007

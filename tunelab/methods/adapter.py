@@ -164,6 +164,7 @@ METHOD = MethodSpec(
     artifact="adapter",
     load_dtype=frozen_base_dtype,
     prepare=prepare,
+    capability=30,
     save=save,
     attach=attach,
     activate=activate,

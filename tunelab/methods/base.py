@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -39,6 +40,20 @@ def disable_peft(model: nn.Module) -> AbstractContextManager[None]:
     return model.disable_adapter()
 
 
+def no_virtual_tokens(method_cfg: Any) -> int:
+    return 0
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A setting `tunelab plan` estimates a method under, as a row of its own (qlora: each base precision)."""
+
+    label: str
+    options: dict[str, Any] = field(hash=False)  # fixed on top of the method's options (a dict: kept out of hashes)
+    # How far below the method's capability this setting ranks: it costs quality (a 4-bit base against 8-bit).
+    capability_cost: int = 0
+
+
 @dataclass(frozen=True)
 class MethodSpec:
     name: str
@@ -49,6 +64,10 @@ class MethodSpec:
     load_dtype: Callable[[torch.dtype], torch.dtype]
     # Make the loaded model trainable as the method says: (model, method config, tokenizer) -> model to train.
     prepare: Callable[[nn.Module, Any, Any], nn.Module]
+    # Its rank when `tunelab plan` recommends a method (the most capable that fits; tunelab.planning.recommend):
+    # lowest first, roughly how much of the model's behaviour it can change, from the PEFT literature. No default,
+    # so no method is left out of the recommendation; steps of 10 leave room for methods in between.
+    capability: int
     # Extra `from_pretrained` options for the base (a quantization_config for qlora).
     load_options: Callable[[Any, torch.dtype], dict[str, Any]] = no_load_options
     # Write the trained artifact (adapter or model) into a directory.
@@ -71,6 +90,34 @@ class MethodSpec:
     # Batches may lay their rows end to end without padding (tunelab.training.padding_free); soft-prompt
     # methods prepend virtual tokens to each row of a padded batch, so they cannot.
     padding_free: bool = True
+    # Virtual tokens put in front of every row (prompt tuning's soft prompt): the sequence every block runs on is
+    # that much longer, which the planner counts. Prefix tuning's prefix lives in the attention cache, not the rows.
+    virtual_tokens: Callable[[Any], int] = no_virtual_tokens
+    # bitsandbytes quantizes the base's linear layers (all but the LM head) as real weights load; the planner's
+    # weightless meta model cannot show it, so the planner sizes those layers from the method's `bits` itself.
+    quantized_linears: bool = False
+    # Packages the method needs beyond tunelab's own dependencies (import names, which pip also takes): `tunelab plan`
+    # shows the method as unavailable without them.
+    requires: tuple[str, ...] = ()
+    # `tunelab plan` estimates the method once per variant (none: once, with its defaults, under its name).
+    plan_variants: tuple[Variant, ...] = ()
+
+    def missing_packages(self) -> list[str]:
+        """The packages of `requires` not installed here (`tunelab plan` and the training preflight ask)."""
+        return [name for name in self.requires if importlib.util.find_spec(name) is None]
+
+    def plan_rows(self) -> tuple[tuple[str, dict[str, Any], int], ...]:
+        """(label, options fixed, capability) of each row `tunelab plan` estimates this method in."""
+        if not self.plan_variants:
+            return ((self.name, {}, self.capability),)
+        return tuple((v.label, v.options, self.capability + v.capability_cost) for v in self.plan_variants)
+
+    def plan_label(self, method_cfg: Any) -> str:
+        """The plan row a config of this method is: the variant whose options it has, else the method's name."""
+        for v in self.plan_variants:
+            if all(getattr(method_cfg, key) == value for key, value in v.options.items()):
+                return v.label
+        return self.name
 
 
 def peft_task_type(model: nn.Module) -> str:

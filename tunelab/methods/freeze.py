@@ -50,4 +50,4 @@ def classifier_head(model: nn.Module) -> nn.Module | None:
     raise ValueError(f"cannot find the classification head of {type(model).__name__}")
 
 
-METHOD = MethodSpec(name="freeze", artifact="model", load_dtype=fp32_master_weights, prepare=prepare)
+METHOD = MethodSpec(name="freeze", artifact="model", load_dtype=fp32_master_weights, prepare=prepare, capability=40)

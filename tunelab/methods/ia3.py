@@ -24,4 +24,6 @@ def prepare(model: nn.Module, method_cfg: Ia3Method, tokenizer: Any = None) -> n
     return get_peft_model(model, config)
 
 
-METHOD = MethodSpec(name="ia3", artifact="adapter", load_dtype=frozen_base_dtype, prepare=prepare, mergeable=True)
+METHOD = MethodSpec(
+    name="ia3", artifact="adapter", load_dtype=frozen_base_dtype, prepare=prepare, capability=50, mergeable=True
+)

@@ -48,5 +48,11 @@ def prepare(model: nn.Module, method_cfg: LoraOptions, tokenizer: Any = None) ->
 
 
 METHOD = MethodSpec(
-    name="lora", artifact="adapter", load_dtype=frozen_base_dtype, prepare=prepare, mergeable=True, combinable=True
+    name="lora",
+    artifact="adapter",
+    load_dtype=frozen_base_dtype,
+    prepare=prepare,
+    capability=10,
+    mergeable=True,
+    combinable=True,
 )

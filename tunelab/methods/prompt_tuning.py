@@ -82,14 +82,17 @@ PROMPT_TUNING = MethodSpec(
     artifact="adapter",
     load_dtype=frozen_base_dtype,
     prepare=prepare_prompt,
+    capability=70,
     sparse_head=False,
     padding_free=False,
+    virtual_tokens=lambda method_cfg: method_cfg.num_virtual_tokens,
 )
 PREFIX_TUNING = MethodSpec(
     name="prefix_tuning",
     artifact="adapter",
     load_dtype=frozen_base_dtype,
     prepare=prepare_prefix,
+    capability=60,
     sparse_head=False,
     padding_free=False,
 )

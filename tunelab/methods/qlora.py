@@ -16,7 +16,7 @@ from torch import nn
 from tunelab.config.methods import QLoraMethod
 from tunelab.errors import ConfigError
 from tunelab.methods import lora
-from tunelab.methods.base import MethodSpec, attach_peft, frozen_base_dtype, peft_task_type
+from tunelab.methods.base import MethodSpec, Variant, attach_peft, frozen_base_dtype, peft_task_type
 
 
 def quantization_config(method_cfg: QLoraMethod, compute_dtype: torch.dtype) -> Any:
@@ -76,8 +76,15 @@ METHOD = MethodSpec(
     artifact="adapter",
     load_dtype=frozen_base_dtype,
     prepare=prepare,
+    capability=lora.METHOD.capability + 10,  # lora's updates on a quantized base: a little quality lost
     load_options=load_options,
     attach=attach,
     mergeable=True,
     combinable=True,
+    quantized_linears=True,
+    requires=("bitsandbytes",),
+    plan_variants=(
+        Variant("qlora (4-bit)", {"bits": 4}, capability_cost=1),
+        Variant("qlora (8-bit)", {"bits": 8}),
+    ),
 )

@@ -12,7 +12,6 @@ meta-device model (exact counts) â†’ memory and time arithmetic (estimate.py) â†
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,10 +25,9 @@ from tunelab.planning import estimate, machine, recommend
 from tunelab.planning.shape import Layout, method_layout, model_config
 from tunelab.planning.tokens import TokenStats, assumed_stats, token_stats
 
-# Methods planned once per setting of an option, as (label, options): qlora once per base precision.
-VARIANTS = {"qlora": (("qlora (4-bit)", {"bits": 4}), ("qlora (8-bit)", {"bits": 8}))}
-# One row per registered method, as (label, method name, options); labels are recommend.CAPABILITY entries.
-ROWS = tuple((label, name, fixed) for name in methods.METHODS for label, fixed in VARIANTS.get(name, ((name, {}),)))
+# One row per registered method and variant (MethodSpec.plan_variants: qlora once per base precision), as
+# (label, method name, options); labels are recommend.CAPABILITY entries.
+ROWS = tuple((label, name, fixed) for name, spec in methods.METHODS.items() for label, fixed, _ in spec.plan_rows())
 
 
 @dataclass(frozen=True)
@@ -162,7 +160,7 @@ def method_configs(configured: Any) -> list[tuple[str, Any]]:
 
 
 def configured_label(configured: Any) -> str:
-    return f"qlora ({configured.bits}-bit)" if configured.name == "qlora" else configured.name
+    return methods.get(configured.name).plan_label(configured)
 
 
 @dataclass(frozen=True)
@@ -222,8 +220,9 @@ def plan_method(label: str, method_cfg: Any, setting: Setting) -> MethodPlan:
 
 def method_setting_layout(method_cfg: Any, setting: Setting) -> Layout | str:
     """The method's layout under this run's settings, or why it cannot be planned here."""
-    if method_cfg.name == "qlora" and importlib.util.find_spec("bitsandbytes") is None:
-        return "needs bitsandbytes (pip install bitsandbytes)"
+    missing = methods.get(method_cfg.name).missing_packages()
+    if missing:
+        return f"needs {', '.join(missing)} (pip install {' '.join(missing)})"
     try:
         layout = method_layout(setting.hf_config, method_cfg.name, method_cfg, setting.dtype)
     except (ValueError, TunelabError) as err:  # e.g. freeze.trainable_layers beyond the model's depth

@@ -7,9 +7,10 @@ The rule:
    estimates are not exact, and the machine runs other things.
 2. `full` is recommended when it fits and an epoch takes at most FULL_SLOWDOWN_LIMIT (3x) as long as
    with `lora`: it trains every weight, so it is the most capable.
-3. Otherwise the first method that fits in CAPABILITY order: lora, qlora 8-bit, qlora 4-bit, adapter,
-   freeze, ia3, prefix_tuning, prompt_tuning (roughly: how much of the model's behaviour each can change,
-   from the PEFT literature; quantizing the base costs a little quality, so plain lora comes first).
+3. Otherwise the first method that fits in CAPABILITY order, each method's `capability` in the registry
+   (tunelab.methods): lora, qlora 8-bit, qlora 4-bit, adapter, freeze, ia3, prefix_tuning, prompt_tuning
+   (roughly: how much of the model's behaviour each can change, from the PEFT literature; quantizing the base
+   costs a little quality, so plain lora comes first).
 4. When nothing fits, the method that needs least memory, with what to change.
 """
 
@@ -17,18 +18,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tunelab import methods
+
 HEADROOM = 0.20
 FULL_SLOWDOWN_LIMIT = 3.0
-CAPABILITY = (
-    "full",
-    "lora",
-    "qlora (8-bit)",
-    "qlora (4-bit)",
-    "adapter",
-    "freeze",
-    "ia3",
-    "prefix_tuning",
-    "prompt_tuning",
+# Every plan row's label (tunelab.planning.planner.ROWS), most capable first; ties in registry order.
+CAPABILITY = tuple(
+    label
+    for label, _, _ in sorted(
+        (row for spec in methods.METHODS.values() for row in spec.plan_rows()), key=lambda row: row[2]
+    )
 )
 
 

@@ -6,9 +6,9 @@ which tensors a training step saves for backward.
     layout.trainable, layout.weight_bytes, layout.saved_bytes_per_token
 
 The model is built on the `meta` device (shapes and dtypes, no storage) and the method's own `prepare`
-(tunelab.methods) is applied to it, so the counts are the ones a real run logs. qlora is the one case the
-meta model cannot show: bitsandbytes quantizes while loading real weights, so the linear layers it would
-quantize are found here and sized by `quantized_bytes`.
+(tunelab.methods) is applied to it, so the counts are the ones a real run logs. A quantized base (qlora:
+MethodSpec.quantized_linears) is the one case the meta model cannot show: bitsandbytes quantizes while loading
+real weights, so the linear layers it would quantize are found here and sized by `quantized_bytes`.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ class Layout:
     hidden_size: int
     vocab_size: int  # LM head rows: logits per position
     head_trainable: bool
-    extra_tokens: int  # virtual tokens prompt tuning adds to every row
+    extra_tokens: int  # virtual tokens the method adds to every row (prompt tuning's soft prompt)
     padding_free: bool = False  # batches are the rows end to end, no padding (tunelab.training.padding_free)
     checkpointing: str = "off"  # train.activation_checkpointing: off, selective or full
     selective_saved_bytes_per_token: int = 0  # what the blocks keep under selective checkpointing, all blocks
@@ -96,7 +96,7 @@ def method_layout(hf_config: Any, method_name: str, method_cfg: Any, compute_dty
     with torch.device("meta"), warnings.catch_warnings(), _quiet():
         warnings.simplefilter("ignore")
         model = AutoModelForCausalLM.from_config(hf_config, dtype=spec.load_dtype(compute_dtype))
-        quantized = quantizable_linears(model) if method_name == "qlora" else set()
+        quantized = quantizable_linears(model) if spec.quantized_linears else set()
         prepared = spec.prepare(model, _without_text_init(method_cfg), None)
     return read_layout(prepared, method_cfg, spec, compute_dtype, quantized)
 
@@ -116,7 +116,7 @@ def quantized_bytes(linear: nn.Linear, method_cfg: Any) -> float:
 
 
 def read_layout(
-    model: nn.Module, method_cfg: Any, spec: Any, compute_dtype: torch.dtype, quantized: set[int]
+    model: nn.Module, method_cfg: Any, spec: methods.MethodSpec, compute_dtype: torch.dtype, quantized: set[int]
 ) -> Layout:
     from tunelab.training.loss import supports_sparse_head, unwrap
 
@@ -158,7 +158,7 @@ def read_layout(
         hidden_size=head.in_features,
         vocab_size=head.out_features,
         head_trainable=head.weight.requires_grad,
-        extra_tokens=getattr(method_cfg, "num_virtual_tokens", 0) if method_cfg.name == "prompt_tuning" else 0,
+        extra_tokens=spec.virtual_tokens(method_cfg),
         padding_free=spec.padding_free,  # for a decoder-only model (the planner's only kind) with SDPA attention
         residual_bytes=residual,
     )

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from tunelab import artifacts, data, models
+from tunelab import artifacts, data, methods, models
 from tunelab.artifacts import RunDir
 from tunelab.config.load import dump
 from tunelab.config.schema import RunConfig
@@ -23,10 +23,18 @@ RESUMABLE_CHANGES = {("train", "max_steps"), ("train", "num_train_epochs")}
 
 
 def preflight(cfg: RunConfig, resume: bool = False) -> data.RowSet:
-    problems = check_device(cfg) + check_training(cfg) + check_output_dir(cfg, resume)
+    problems = check_device(cfg) + check_packages(cfg) + check_training(cfg) + check_output_dir(cfg, resume)
     if problems:
         raise ConfigError(f"{len(problems)} problem(s) found before loading the model", problems)
     return data.preflight(cfg)
+
+
+def check_packages(cfg: RunConfig) -> list[str]:
+    """What the method needs and this machine lacks (qlora: bitsandbytes), found before any weights load."""
+    missing = methods.get(cfg.method.name).missing_packages()
+    if not missing:
+        return []
+    return [f"method.name={cfg.method.name} needs {', '.join(missing)}: pip install {' '.join(missing)}"]
 
 
 def check_device(cfg: RunConfig) -> list[str]:
