@@ -256,9 +256,10 @@ def eval_(
     """Generate answers for a test set and score them: every metric with a 95% bootstrap interval."""
     from tunelab.evaluation import evaluate as evalmod
 
-    result, written = evalmod.run_eval(model, data, _split(metrics), config, output_dir, overwrite, trust_remote_code)
+    job = evalmod.prepare(model, data, _split(metrics), config, output_dir, overwrite, trust_remote_code)
+    result = evalmod.run(job)  # prepare ran every check that needs no weights
     console.print(evalmod.markdown(result), markup=False, soft_wrap=True)
-    console.print(f"wrote {written}/metrics.json, predictions.jsonl, report.md", markup=False)
+    console.print(f"wrote {job.output_dir}/metrics.json, predictions.jsonl, report.md", markup=False)
 
 
 @app.command(epilog="Example:  tunelab compare configs/demo.yaml --run runs/demo")
@@ -274,7 +275,8 @@ def compare(
     """Zero-shot vs few-shot vs fine-tuned on one test set: which is worth it, and by how much."""
     from tunelab.evaluation import compare as comparemod
 
-    arms = comparemod.run_compare(config, data, run or [], _split(metrics), output_dir, overwrite, trust_remote_code)
+    job = comparemod.prepare(config, data, run or [], _split(metrics), output_dir, overwrite, trust_remote_code)
+    arms = comparemod.run(job)  # prepare ran every check that needs no weights
     console.print(comparemod.table(arms))
     console.print(comparemod.verdict(arms), markup=False, soft_wrap=True)
     console.print(f"wrote {output_dir}/compare.md, compare.json, compare.png", markup=False)

@@ -60,24 +60,29 @@ OUTPUT_FILES = ("compare.json", "compare.md", "compare.png")
 class CompareJob:
     """A comparison with every check that needs no weights done."""
 
+    cfg: RunConfig
     test_file: Path
     runs: list[str]
     metrics: list[str]
     examples: list[Any]
+    output_dir: Path
+    trust_remote_code: bool = False
 
 
 def prepare(
-    cfg: RunConfig,
     config_path: Path,
     data_file: Path | None,
     runs: list[str],
     metrics: list[str] | None,
     output_dir: Path,
     overwrite: bool = False,
+    trust_remote_code: bool = False,
 ) -> CompareJob:
-    """The preflight of `tunelab compare`: metric names, test rows, runs and the output, before any model loads."""
+    """The preflight of `tunelab compare` (run(prepare(...))): the config, metric names, test rows, runs and the
+    output, before any model loads."""
     from tunelab.evaluation.evaluate import test_file_for
 
+    cfg = load(config_path)
     test_file = test_file_for(str(config_path), config_path, data_file)
     metrics = metrics or cfg.eval.metrics
     problems = unknown_metrics(metrics)
@@ -87,23 +92,14 @@ def prepare(
         raise ConfigError(problems[0], problems[1:])
     for run in runs:
         artifacts.open_run(run)  # an unfinished run says so now, not after the base model's arms
-    return CompareJob(test_file, runs, metrics, data.read_eval_examples(test_file, cfg))
+    examples = data.read_eval_examples(test_file, cfg)
+    return CompareJob(cfg, test_file, runs, metrics, examples, output_dir, trust_remote_code)
 
 
-def run_compare(
-    config_path: Path,
-    data_file: Path | None,
-    runs: list[str],
-    metrics: list[str] | None,
-    output_dir: Path,
-    overwrite: bool = False,
-    trust_remote_code: bool = False,
-) -> list[Arm]:
-    """`tunelab compare`: every check first (prepare), then each arm, then compare.md/.json/.png in output_dir."""
-    cfg = load(config_path)
-    job = prepare(cfg, config_path, data_file, runs, metrics, output_dir, overwrite)
-    arms = compare(cfg, job.test_file, job.runs, job.metrics, job.examples, trust_remote_code)
-    write(arms, output_dir)
+def run(job: CompareJob) -> list[Arm]:
+    """Every arm, then compare.md/.json/.png (and each arm's predictions) in the job's output_dir."""
+    arms = compare(job.cfg, job.test_file, job.runs, job.metrics, job.examples, job.trust_remote_code)
+    write(arms, job.output_dir)
     return arms
 
 

@@ -2,6 +2,7 @@
 
     job = prepare("runs/demo", Path("test.jsonl"), ["json_fields", "exact_match"])  # checks, no weights
     result = run(job)   # generate, score, write metrics.json, predictions.jsonl, report.md to job.output_dir
+    (`tunelab eval` is run(prepare(...)).)
 
 A run directory brings its own prompt format, template and system prompt; a plain model takes them
 from `--config` (or the defaults).
@@ -105,20 +106,6 @@ def prepare(
     examples = data.read_eval_examples(test_file, cfg)  # bad rows are named before the output is looked at
     artifacts.check_outputs([out / name for name in OUTPUT_FILES], overwrite, "--output-dir")
     return EvalJob(ref, cfg, test_file, examples, metrics, out, trust_remote_code)
-
-
-def run_eval(
-    ref: str,
-    data_file: Path | None,
-    metrics: list[str] | None,
-    config_path: Path | None = None,
-    output_dir: Path | None = None,
-    overwrite: bool = False,
-    trust_remote_code: bool = False,
-) -> tuple[EvalResult, Path]:
-    """`tunelab eval`: every check first (prepare), then generate, score and write; the result and its folder."""
-    job = prepare(ref, data_file, metrics, config_path, output_dir, overwrite, trust_remote_code)
-    return run(job), job.output_dir
 
 
 def run(job: EvalJob, **options: Any) -> EvalResult:
