@@ -231,6 +231,27 @@ def export(
     export_run(run, output, dtype, format, overwrite=overwrite, trust_remote_code=trust_remote_code)
 
 
+@app.command(epilog="Example:  tunelab serve runs/tickets runs/summaries --port 8000")
+def serve(
+    runs: Annotated[
+        list[str], typer.Argument(help="A run, model or alias; or several adapter runs of one base, served together.")
+    ],
+    host: Annotated[str, typer.Option(help="Address to bind; another than 127.0.0.1 opens it to the network.")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+    api_key: Annotated[
+        str | None,
+        typer.Option(envvar="TUNELAB_API_KEY", help="Ask every request but /health for Authorization: Bearer KEY."),
+    ] = None,
+    trust_remote_code: TrustOpt = False,
+) -> None:
+    """Serve the models over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions, /v1/models)."""
+    from tunelab import serving
+
+    serving.serve(runs, host, port, serving.ServerSettings(api_key=api_key), trust_remote_code=trust_remote_code)
+
+
 MetricsOpt = Annotated[
     str | None,
     typer.Option("--metrics", help="Comma-separated: exact_match, json_fields, rougeL, bleu, chrf, f1, ..."),
