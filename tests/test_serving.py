@@ -4,9 +4,11 @@ concurrency 1 and 16 alike; bad input is a 4xx in OpenAI's error shape and never
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import random
+import shutil
 import socket
 import subprocess
 import sys
@@ -20,12 +22,16 @@ import openai
 import pytest
 import requests
 import uvicorn
+import yaml
+from safetensors import safe_open
 
 from tests.helpers import memorizable_rows, run_cli, write_config, write_jsonl
 from tunelab import methods
 from tunelab.data.templates import encode_prompt
+from tunelab.errors import ConfigError
 from tunelab.inference.generation import Decoding, generate
 from tunelab.inference.loading import load_runs
+from tunelab.serving import vllm
 from tunelab.serving.app import build_app
 from tunelab.serving.engine import Engine, load_engine
 from tunelab.serving.protocol import ServerSettings
@@ -337,3 +343,113 @@ def _answers(url: str) -> bool:
         return requests.get(url, timeout=1).status_code == 200
     except requests.ConnectionError:
         return False
+
+
+def test_a_client_that_goes_away_mid_stream_stops_the_generation(engine, tiny_model_dir):
+    """The base (random weights: no early end) asked for 1500 tokens, streamed; the client reads two chunks and
+    hangs up. The worker stops at its next piece (the job ends cancelled, far short of 1500), and the next request
+    is answered at once."""
+    wide = ServerSettings(max_tokens_cap=1500)
+    body = {"model": str(tiny_model_dir), "messages": [{"role": "user", "content": PROMPTS[0]}], "stream": True}
+    body |= {"max_tokens": 1500, "temperature": 0}
+    with Server(build_app(engine, wide)) as running:
+        engine.streams.clear()
+        host, port = running.url.removeprefix("http://").split(":")
+        connection = http.client.HTTPConnection(host, int(port), timeout=30)
+        connection.request("POST", "/v1/chat/completions", json.dumps(body), {"Content-Type": "application/json"})
+        response = connection.getresponse()
+        assert response.status == 200
+        chunks = 0
+        while chunks < 2:
+            chunks += response.readline().startswith(b"data: ")
+        connection.close()
+        deadline = time.monotonic() + 30
+        while not engine.streams and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert engine.streams, "the streamed job did not end within 30 s of the client leaving"
+        sent, cancelled = engine.streams[-1]
+        assert cancelled and sent < 750, (sent, cancelled)
+        started = time.monotonic()
+        quick = dict(body, stream=False, max_tokens=4)
+        answered = requests.post(f"{running.url}/v1/chat/completions", json=quick, timeout=30)
+        assert answered.status_code == 200 and time.monotonic() - started < 10
+    print(f"stopped after {sent} pieces")
+
+
+def vllm_runs(runs, tmp_path, **method) -> str:
+    """A copy of the first run with its method changed in config.yaml (what vllm_command reads)."""
+    copy = tmp_path / "changed"
+    shutil.copytree(runs[0], copy)
+    cfg = yaml.safe_load((copy / "config.yaml").read_text())
+    cfg["method"] = {k: v for k, v in cfg["method"].items() if k in ("name", "adapter_name")} | method
+    (copy / "config.yaml").write_text(yaml.safe_dump(cfg))
+    return str(copy)
+
+
+def test_the_vllm_command_serves_lora_runs_under_tunelab_s_names(runs, tiny_model_dir):
+    base = ["vllm", "serve", str(tiny_model_dir), "--served-model-name", str(tiny_model_dir)]
+    one = vllm.vllm_command(runs[:1], "0.0.0.0", 8001, "secret")
+    assert one.argv == [
+        *base,
+        *["--tokenizer", f"{runs[0]}/adapter", "--enable-lora", "--lora-modules", f"plain={runs[0]}/adapter"],
+        *["--max-lora-rank", "8", "--max-loras", "1", "--host", "0.0.0.0", "--port", "8001"],
+    ]
+    assert one.env == {"VLLM_API_KEY": "secret"}  # never on the command line, where `ps` shows it
+    two = vllm.vllm_command(runs, "127.0.0.1", 8000, None, trust_remote_code=True)
+    modules = [f"plain={runs[0]}/adapter", f"shout={runs[1]}/adapter"]
+    assert two.argv == [
+        *base,
+        *["--tokenizer", f"{runs[0]}/adapter", "--enable-lora", "--lora-modules", *modules],
+        *["--max-lora-rank", "8", "--max-loras", "2", "--host", "127.0.0.1", "--port", "8000", "--trust-remote-code"],
+    ]
+    assert two.env == {}
+    plain_model = vllm.vllm_command([str(tiny_model_dir)], "127.0.0.1", 8000, None)
+    assert plain_model.argv[:5] == base
+
+
+def test_a_lora_run_s_adapter_is_what_vllm_reads(runs):
+    adapter = Path(runs[0]) / "adapter"
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    assert config["r"] == 4 and config["lora_alpha"] == 32 and config["target_modules"]
+    assert config["peft_type"] == "LORA" and not config.get("use_dora")
+    with safe_open(adapter / "adapter_model.safetensors", "pt") as weights:
+        names = list(weights.keys())
+    assert names and all(".lora_A." in n or ".lora_B." in n for n in names), names[:5]
+
+
+@pytest.mark.parametrize(
+    ("method", "says"),
+    [
+        ({"name": "ia3"}, "trained with ia3"),
+        ({"name": "prompt_tuning"}, "trained with prompt_tuning"),
+        ({"name": "lora", "use_dora": True}, "DoRA"),
+    ],
+)
+def test_a_run_vllm_cannot_load_as_lora_names_tunelab_merge(runs, tmp_path, method, says):
+    changed = vllm_runs(runs, tmp_path, **method)
+    with pytest.raises(ConfigError, match=says) as error:
+        vllm.vllm_command([changed], "127.0.0.1", 8000, None)
+    assert f"tunelab merge {changed} --output merged/changed" in str(error.value)
+
+
+def test_serve_engine_vllm_says_when_vllm_is_missing_and_execs_it_when_not(runs, monkeypatch):
+    monkeypatch.setattr(vllm, "installed", lambda: False)
+    result = run_cli(["serve", "--engine", "vllm", runs[0]])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        "error: --engine vllm: vLLM is not installed here; on a machine with an NVIDIA GPU: pip install vllm (or "
+        "serve here with the default --engine tunelab)"
+    ]
+    executed = []
+    monkeypatch.setattr(vllm, "installed", lambda: True)
+
+    def execvpe(*args):  # the real one never returns: this process becomes vLLM
+        executed.append(args)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(vllm.os, "execvpe", execvpe)
+    monkeypatch.setenv("TUNELAB_API_KEY", KEY)
+    run_cli(["serve", "--engine", "vllm", runs[0], "--port", "8123"])
+    file, argv, env = executed[0]
+    assert file == "vllm" and argv == vllm.vllm_command(runs[:1], "127.0.0.1", 8123, KEY).argv
+    assert env["VLLM_API_KEY"] == KEY and KEY not in argv

@@ -231,11 +231,18 @@ def export(
     export_run(run, output, dtype, format, overwrite=overwrite, trust_remote_code=trust_remote_code)
 
 
-@app.command(epilog="Example:  tunelab serve runs/tickets runs/summaries --port 8000")
+@app.command(
+    epilog="Example:  tunelab serve runs/tickets runs/summaries --port 8000\n\n"
+    "On a GPU machine with vLLM:  tunelab serve --engine vllm runs/tickets runs/summaries"
+)
 def serve(
     runs: Annotated[
         list[str], typer.Argument(help="A run, model or alias; or several adapter runs of one base, served together.")
     ],
+    engine: Annotated[
+        Literal["tunelab", "vllm"],
+        typer.Option(help="tunelab: this process serves. vllm: run `vllm serve` on the same models (LoRA runs)."),
+    ] = "tunelab",
     host: Annotated[str, typer.Option(help="Address to bind; another than 127.0.0.1 opens it to the network.")] = (
         "127.0.0.1"
     ),
@@ -249,6 +256,10 @@ def serve(
     """Serve the models over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions, /v1/models)."""
     from tunelab import serving
 
+    if engine == "vllm":
+        from tunelab.serving import vllm
+
+        vllm.serve(runs, host, port, api_key, trust_remote_code=trust_remote_code)  # becomes vLLM: never returns
     serving.serve(runs, host, port, serving.ServerSettings(api_key=api_key), trust_remote_code=trust_remote_code)
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -63,6 +63,9 @@ class Engine:
     def __init__(self, loaded: Loaded, targets: dict[str, Target], max_queue: int = 256, max_batch: int = 16):
         self.loaded, self.targets, self.max_batch = loaded, targets, max_batch
         self.batch_sizes: Counter[int] = Counter()  # how many requests each batched generate call served
+        # (pieces sent, stopped by its cancel event) for the latest streamed jobs: a client that went away stops
+        # the generation at the next piece, which this shows.
+        self.streams: deque[tuple[int, bool]] = deque(maxlen=64)
         self._queue: queue.Queue[Job | StreamJob | None] = queue.Queue(maxsize=max_queue)
         self._worker = threading.Thread(target=self._loop, name="tunelab-serving", daemon=True)
 
@@ -140,14 +143,17 @@ class Engine:
                     template=target.template,
                     system=target.system,
                 )
+                sent = 0
                 with contextlib.closing(pieces):
                     for piece in pieces:
                         if job.cancel.is_set():
                             break
                         job.emit(piece)
+                        sent += 1
         except Exception as exc:
             job.emit(exc)
             return
+        self.streams.append((sent, job.cancel.is_set()))
         job.emit(None)
 
     @contextlib.contextmanager
