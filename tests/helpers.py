@@ -52,6 +52,22 @@ def write_config(
     return path
 
 
+def train_adapter_run(
+    tmp_path: Path, model_dir: Path, name: str, rows: list[dict[str, Any]], method: Any = None, **train: Any
+) -> str:
+    """A finished LoRA run (adapter named `name`) of the tiny model on `rows`, in tmp_path/name/run, through the
+    CLI; `train` overrides the short constant-rate schedule."""
+    folder = tmp_path / name
+    folder.mkdir()
+    data = {"train": str(write_jsonl(folder / "train.jsonl", rows))}
+    method = method or {"name": "lora", "r": 4, "adapter_name": name}
+    schedule = {"max_steps": 30, "learning_rate": 1e-2, "lr_scheduler_type": "constant", "logging_steps": 30}
+    cfg = write_config(folder, model_dir, method=method, train=schedule | train, data=data)
+    result = run_cli(["train", str(cfg), "forgetting.enabled=false"])
+    assert result.exit_code == 0, result.output
+    return str(folder / "run")
+
+
 def run_cli(args: list[str]):
     """Run the real `tunelab` entry point in-process, exactly as the command line does (errors rendered, exit
     codes set); `result.output` holds stdout and stderr."""

@@ -8,22 +8,10 @@ import json
 import pytest
 import torch
 
-from tests.helpers import memorizable_rows, run_cli, write_config, write_jsonl
+from tests.helpers import memorizable_rows, run_cli, train_adapter_run, write_jsonl
 from tunelab.inference.loading import load_for_inference, load_runs
 
 PROMPT = "The secret word for sky?"
-
-
-def train_run(tmp_path, model_dir, name, rows, method=None):
-    folder = tmp_path / name
-    folder.mkdir()
-    data = {"train": str(write_jsonl(folder / "train.jsonl", rows))}
-    method = method or {"name": "lora", "r": 4, "adapter_name": name}
-    train = {"max_steps": 30, "learning_rate": 1e-2, "lr_scheduler_type": "constant", "logging_steps": 30}
-    cfg = write_config(folder, model_dir, method=method, train=train, data=data)
-    result = run_cli(["train", str(cfg), "forgetting.enabled=false"])
-    assert result.exit_code == 0, result.output
-    return str(folder / "run")
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +19,7 @@ def two_runs(tmp_path_factory, tiny_model_dir):
     tmp = tmp_path_factory.mktemp("adapters")
     rows = memorizable_rows()
     shouted = [{**r, "completion": r["completion"].upper() + "!"} for r in rows]
-    return train_run(tmp, tiny_model_dir, "plain", rows), train_run(tmp, tiny_model_dir, "shout", shouted)
+    return [train_adapter_run(tmp, tiny_model_dir, name, data) for name, data in (("plain", rows), ("shout", shouted))]
 
 
 def next_token_logits(loaded):
@@ -74,7 +62,7 @@ def test_unknown_adapter_and_mismatched_bases_are_clear_errors(two_runs, tmp_pat
     both = ",".join(two_runs)
     result = run_cli(["generate", both, PROMPT, "--adapter", "nope"])
     assert result.exit_code != 0 and "no adapter named 'nope'" in result.output and "plain, shout" in result.output
-    other = train_run(tmp_path, tiny_model_dir, "ia3", memorizable_rows(), method={"name": "ia3"})
+    other = train_adapter_run(tmp_path, tiny_model_dir, "ia3", memorizable_rows(), method={"name": "ia3"})
     mixed = run_cli(["generate", f"{two_runs[0]},{other}", PROMPT])
     assert mixed.exit_code != 0 and "do not share a base" in mixed.output and "Traceback" not in mixed.output
 

@@ -25,7 +25,7 @@ import uvicorn
 import yaml
 from safetensors import safe_open
 
-from tests.helpers import memorizable_rows, run_cli, write_config, write_jsonl
+from tests.helpers import memorizable_rows, run_cli, train_adapter_run
 from tunelab import methods
 from tunelab.data.templates import encode_prompt
 from tunelab.errors import ConfigError
@@ -70,16 +70,7 @@ class Server:
         self.sock.close()
 
 
-def train_run(tmp, model_dir, name, rows) -> str:
-    folder = tmp / name
-    folder.mkdir()
-    data = {"train": str(write_jsonl(folder / "train.jsonl", rows))}
-    method = {"name": "lora", "r": 4, "adapter_name": name}
-    train = {"max_steps": 10, "learning_rate": 3e-2, "lr_scheduler_type": "constant", "logging_steps": 10}
-    cfg = write_config(folder, model_dir, method=method, train=train, data=data)
-    result = run_cli(["train", str(cfg), "forgetting.enabled=false"])
-    assert result.exit_code == 0, result.output
-    return str(folder / "run")
+QUICK = {"max_steps": 10, "learning_rate": 3e-2, "logging_steps": 10}  # enough for the adapters to differ
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +78,10 @@ def runs(tmp_path_factory, tiny_model_dir) -> list[str]:
     tmp = tmp_path_factory.mktemp("serving")
     rows = memorizable_rows()
     shouted = [{**r, "completion": r["completion"].upper() + "!"} for r in rows]
-    return [train_run(tmp, tiny_model_dir, "plain", rows), train_run(tmp, tiny_model_dir, "shout", shouted)]
+    return [
+        train_adapter_run(tmp, tiny_model_dir, "plain", rows, **QUICK),
+        train_adapter_run(tmp, tiny_model_dir, "shout", shouted, **QUICK),
+    ]
 
 
 @pytest.fixture(scope="module")
