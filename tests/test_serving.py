@@ -21,6 +21,7 @@ from urllib.parse import quote
 import openai
 import pytest
 import requests
+import torch
 import uvicorn
 import yaml
 from safetensors import safe_open
@@ -30,7 +31,7 @@ from tunelab import methods
 from tunelab.data.templates import encode_prompt
 from tunelab.errors import ConfigError
 from tunelab.inference.generation import Decoding, generate
-from tunelab.inference.loading import load_runs
+from tunelab.inference.loading import LoadOptions, load_runs
 from tunelab.serving import vllm
 from tunelab.serving.app import build_app
 from tunelab.serving.engine import Engine, load_engine
@@ -173,28 +174,70 @@ def test_a_stop_sequence_cuts_the_answer_streamed_or_not(client, expected):
     assert "".join(c.choices[0].delta.content or "" for c in chunks) == whole[: whole.find(stop)]
 
 
-def test_greedy_outputs_are_identical_at_concurrency_1_and_16(client, engine):
-    requests = [(["plain", "shout"][i % 2], PROMPTS[i % len(PROMPTS)] + " x" * (i % 5)) for i in range(32)]
+def test_greedy_outputs_are_identical_at_concurrency_1_and_16(client, engine, tiny_model_dir):
+    models = ["plain", "shout", str(tiny_model_dir)]
+    requests = [(models[i % 3], PROMPTS[i % len(PROMPTS)] + " x" * (i % 5)) for i in range(32)]
 
     def ask(request):
         return chat(client, *request, max_tokens=8).choices[0].message.content
 
     one_by_one = [ask(r) for r in requests]
     engine.batch_sizes.clear()
+    engine.models_per_batch.clear()
     with ThreadPoolExecutor(16) as pool:
         together = list(pool.map(ask, requests))
     assert together == one_by_one
     assert max(engine.batch_sizes) > 1, f"concurrent requests should share a batch: {engine.batch_sizes}"
+    # LoRA adapters serve one adapter per row: requests for both adapters and the base share batches.
+    assert engine.mixed and max(engine.models_per_batch) > 1, engine.models_per_batch
 
 
-def test_every_endpoint_but_health_asks_for_the_key(server):
+def test_concurrent_streams_share_a_batch_and_join_to_their_answers(client, engine):
+    requests = [(["plain", "shout"][i % 2], PROMPTS[i % len(PROMPTS)]) for i in range(8)]
+    whole = [chat(client, *r, max_tokens=8).choices[0].message.content for r in requests]
+
+    def streamed(request):
+        return "".join(c.choices[0].delta.content or "" for c in chat(client, *request, max_tokens=8, stream=True))
+
+    engine.batch_sizes.clear()
+    with ThreadPoolExecutor(8) as pool:
+        assert list(pool.map(streamed, requests)) == whole
+    assert max(engine.batch_sizes) > 1, f"concurrent streams should share a batch: {engine.batch_sizes}"
+
+
+def test_mixed_adapter_batches_are_used_exactly_where_peft_serves_them(tiny_model_dir):
+    """The methods' `mixed_batches` says what peft does: one adapter per row for LoRA, a refusal for DoRA."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from tunelab.config.methods import LoraMethod
+
+    for use_dora in (False, True):
+        model = get_peft_model(
+            AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+            LoraConfig(r=2, target_modules="all-linear", use_dora=use_dora),
+            adapter_name="a",
+        ).eval()
+        ids = torch.tensor([[1, 2, 3], [4, 5, 6]])
+        allowed = methods.get("lora").mixed_batches(LoraMethod(name="lora", use_dora=use_dora))
+        assert allowed == (not use_dora)
+        if allowed:
+            model.generate(input_ids=ids, max_new_tokens=2, adapter_names=["a", "__base__"])
+        else:
+            with pytest.raises(ValueError, match="DoRA"):
+                model.generate(input_ids=ids, max_new_tokens=2, adapter_names=["a", "__base__"])
+
+
+def test_every_endpoint_but_health_asks_for_the_key(server, engine):
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": KEY}):
         response = requests.get(f"{server.url}/v1/models", headers=headers, timeout=30)
         assert response.status_code == 401 and response.json()["error"]["code"] == "invalid_api_key"
         post = requests.post(f"{server.url}/v1/chat/completions", headers=headers, json={"model": "plain"}, timeout=30)
         assert post.status_code == 401
     assert requests.get(f"{server.url}/v1/models", headers=AUTH, timeout=30).status_code == 200
-    assert requests.get(f"{server.url}/health", timeout=30).json()["status"] == "ok"
+    health = requests.get(f"{server.url}/health", timeout=30).json()
+    assert health["status"] == "ok" and health["dtype"] == "float32"
+    assert health["device"] == str(engine.loaded.model.device) and health["models"] == list(engine.targets)
 
 
 @pytest.mark.parametrize(
@@ -389,12 +432,13 @@ def test_the_vllm_command_serves_lora_runs_under_tunelab_s_names(runs, tiny_mode
         *["--max-lora-rank", "8", "--max-loras", "1", "--host", "0.0.0.0", "--port", "8001"],
     ]
     assert one.env == {"VLLM_API_KEY": "secret"}  # never on the command line, where `ps` shows it
-    two = vllm.vllm_command(runs, "127.0.0.1", 8000, None, trust_remote_code=True)
+    two = vllm.vllm_command(runs, "127.0.0.1", 8000, None, trust_remote_code=True, dtype="bfloat16")
     modules = [f"plain={runs[0]}/adapter", f"shout={runs[1]}/adapter"]
     assert two.argv == [
         *base,
         *["--tokenizer", f"{runs[0]}/adapter", "--enable-lora", "--lora-modules", *modules],
-        *["--max-lora-rank", "8", "--max-loras", "2", "--host", "127.0.0.1", "--port", "8000", "--trust-remote-code"],
+        *["--max-lora-rank", "8", "--max-loras", "2", "--host", "127.0.0.1", "--port", "8000"],
+        *["--dtype", "bfloat16", "--trust-remote-code"],
     ]
     assert two.env == {}
     plain_model = vllm.vllm_command([str(tiny_model_dir)], "127.0.0.1", 8000, None)
@@ -447,3 +491,12 @@ def test_serve_engine_vllm_says_when_vllm_is_missing_and_execs_it_when_not(runs,
     file, argv, env = executed[0]
     assert file == "vllm" and argv == vllm.vllm_command(runs[:1], "127.0.0.1", 8123, KEY).argv
     assert env["VLLM_API_KEY"] == KEY and KEY not in argv
+    run_cli(["serve", "--engine", "vllm", runs[0], "--dtype", "float16"])
+    assert executed[1][1][-2:] == ["--dtype", "float16"]
+    result = run_cli(["serve", "--engine", "vllm", runs[0], "--device", "cpu"])
+    assert result.exit_code == 2 and "vLLM places the model itself" in result.output and len(executed) == 2
+
+
+def test_serve_loads_in_the_dtype_asked_for(runs):
+    default, bf16 = load_engine(runs[:1]), load_engine(runs[:1], LoadOptions(dtype="bfloat16"))
+    assert default.loaded.model.dtype == torch.float32 and bf16.loaded.model.dtype == torch.bfloat16

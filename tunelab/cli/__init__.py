@@ -251,16 +251,30 @@ def serve(
         str | None,
         typer.Option(envvar="TUNELAB_API_KEY", help="Ask every request but /health for Authorization: Bearer KEY."),
     ] = None,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
+    mixed_batches: Annotated[
+        bool,
+        typer.Option(
+            help="LoRA runs: requests for different adapters share a batch. In bf16 that rounds each adapter's "
+            "update once more, so an answer can differ slightly from one decoded beside its own adapter only."
+        ),
+    ] = True,
     trust_remote_code: TrustOpt = False,
 ) -> None:
     """Serve the models over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions, /v1/models)."""
     from tunelab import serving
+    from tunelab.inference.loading import LoadOptions
 
     if engine == "vllm":
         from tunelab.serving import vllm
 
-        vllm.serve(runs, host, port, api_key, trust_remote_code=trust_remote_code)  # becomes vLLM: never returns
-    serving.serve(runs, host, port, serving.ServerSettings(api_key=api_key), trust_remote_code=trust_remote_code)
+        if device is not None:
+            raise ConfigError(f"--device {device}: vLLM places the model itself (GPUs: set CUDA_VISIBLE_DEVICES)")
+        vllm.serve(runs, host, port, api_key, trust_remote_code, dtype)  # becomes vLLM: never returns
+    placement = LoadOptions(device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+    settings = serving.ServerSettings(api_key=api_key, mixed_batches=mixed_batches)
+    serving.serve(runs, host, port, settings, placement)
 
 
 MetricsOpt = Annotated[

@@ -12,6 +12,7 @@ since training shares it) and sorted by length so little compute goes to padding
 from __future__ import annotations
 
 import contextlib
+import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -79,16 +80,100 @@ def generate(
     return outputs
 
 
-def _generate_batch(model: Any, tokenizer: Any, ids: list[list[int]], decoding: Decoding) -> list[str]:
+def generate_encoded(
+    model: Any,
+    tokenizer: Any,
+    ids: list[list[int]],
+    decoding: Decoding,
+    *,
+    on_piece: Callable[[int, str], None] | None = None,
+    finished: Callable[[int], bool] | None = None,
+    adapter_names: list[str] | None = None,
+) -> list[str]:
+    """ONE batched `generate` over prompts already encoded (`encode_prompt`), for a server that batches requests:
+    `on_piece(row, text)` gets each row's new text as it is decoded; a row whose `finished(row)` turns true
+    stops (its client left, or its stop sequence came); `adapter_names` picks an adapter per row (peft's
+    mixed-adapter batches, "__base__" for none)."""
+    with eval_mode(model), _seeded(model, decoding.seed):
+        return _generate_batch(model, tokenizer, ids, decoding, on_piece, finished, adapter_names)
+
+
+def _generate_batch(
+    model: Any,
+    tokenizer: Any,
+    ids: list[list[int]],
+    decoding: Decoding,
+    on_piece: Callable[[int, str], None] | None = None,
+    finished: Callable[[int], bool] | None = None,
+    adapter_names: list[str] | None = None,
+) -> list[str]:
+    from transformers import StoppingCriteriaList
+
     input_ids, attention_mask = left_pad(ids, tokenizer.pad_token_id, model.device)
-    out = model.generate(
-        input_ids=input_ids, attention_mask=attention_mask, **generation_kwargs(model, tokenizer, decoding)
-    )
     eos = set(eos_ids(model, tokenizer))
+    rows = RowText(tokenizer, len(ids), eos, on_piece or (lambda row, text: None), finished or (lambda row: False))
+    extra: dict[str, Any] = {} if adapter_names is None else {"adapter_names": adapter_names}
+    if finished is not None:
+        extra["stopping_criteria"] = StoppingCriteriaList([rows.stopping_criterion])
+    out = model.generate(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        streamer=rows if on_piece or finished else None,
+        **extra,
+        **generation_kwargs(model, tokenizer, decoding),
+    )
+    if on_piece or finished:
+        return rows.texts()
     # A decoder-only model returns prompt + new tokens; an encoder-decoder returns the decoder's sequence,
     # which starts with its decoder start token (often pad, which may be EOS).
     new = out[:, 1:] if getattr(model.config, "is_encoder_decoder", False) else out[:, input_ids.shape[1] :]
     return [_decode_until_eos(tokenizer, row.tolist(), eos) for row in new]
+
+
+class RowText:
+    """A `generate` streamer for a whole batch (transformers' own streamers take one row): each row's tokens up
+    to its EOS, decoded as they come, with each row's new text handed to `on_piece(row, text)`. Text is held
+    back while it ends in a partial character (U+FFFD: a multi-byte character split across tokens).
+    `stopping_criterion` ends the rows whose `finished(row)` is true."""
+
+    def __init__(self, tokenizer: Any, n_rows: int, eos: set[int], on_piece: Any, finished: Any):
+        self.tokenizer, self.eos, self.on_piece, self.finished = tokenizer, eos, on_piece, finished
+        self.tokens: list[list[int]] = [[] for _ in range(n_rows)]
+        self.sent = [""] * n_rows
+        self.open = [True] * n_rows
+        self.first = True
+
+    def put(self, value: torch.Tensor) -> None:
+        if self.first:  # the prompt (or an encoder-decoder's start token), not new text
+            self.first = False
+            return
+        for row, token in enumerate(value.reshape(-1).tolist()):
+            if not self.open[row]:
+                continue
+            if token in self.eos:
+                self.open[row] = False
+                continue
+            self.tokens[row].append(token)
+            self._send(row, final=False)
+            if self.finished(row):
+                self.open[row] = False  # what comes after is padding
+
+    def end(self) -> None:
+        for row in range(len(self.tokens)):
+            self._send(row, final=True)
+
+    def _send(self, row: int, final: bool) -> None:
+        text = self.tokenizer.decode(self.tokens[row], skip_special_tokens=True)
+        if text.startswith(self.sent[row]) and (final or not text.endswith("\ufffd")) and text != self.sent[row]:
+            self.on_piece(row, text[len(self.sent[row]) :])
+            self.sent[row] = text
+
+    def texts(self) -> list[str]:
+        return [self.tokenizer.decode(tokens, skip_special_tokens=True) for tokens in self.tokens]
+
+    def stopping_criterion(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
+        done = [not self.open[row] or self.finished(row) for row in range(len(self.tokens))]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
 def _decode_until_eos(tokenizer: Any, new_ids: list[int], eos: set[int]) -> str:
@@ -141,49 +226,34 @@ def stream(
     system: str | None = None,
 ) -> Iterator[str]:
     """Yield text pieces as they are generated (generation runs in a thread; closing the iterator stops it)."""
-    from transformers import StoppingCriteriaList, TextIteratorStreamer
-
-    input_ids, attention_mask = left_pad(
-        [encode_prompt(tokenizer, prompt, template, system)], tokenizer.pad_token_id, model.device
-    )
-    streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+    ids = [encode_prompt(tokenizer, prompt, template, system)]
+    pieces: queue.Queue[str | BaseException | None] = queue.Queue()
     stop = threading.Event()
-    errors: list[BaseException] = []
 
     def work() -> None:
         try:
-            with _seeded(model, decoding.seed):
-                model.generate(
-                    input_ids=input_ids,
-                    attention_mask=attention_mask,
-                    streamer=streamer,
-                    stopping_criteria=StoppingCriteriaList([_StopWhen(stop)]),
-                    **generation_kwargs(model, tokenizer, decoding),
-                )
-        except BaseException as err:  # handed to the consumer below; ending the stream unblocks its loop
-            errors.append(err)
-            streamer.end()
+            generate_encoded(
+                model,
+                tokenizer,
+                ids,
+                decoding,
+                on_piece=lambda row, text: pieces.put(text),
+                finished=lambda row: stop.is_set(),
+            )
+            pieces.put(None)
+        except BaseException as err:  # handed to the consumer below
+            pieces.put(err)
 
-    with eval_mode(model):
-        thread = threading.Thread(target=work, name="tunelab-stream", daemon=True)
-        thread.start()
-        try:
-            yield from streamer
-        finally:
-            stop.set()
-            thread.join()
-    if errors:
-        raise errors[0]
-
-
-class _StopWhen:
-    """A stopping criterion that ends generation once `event` is set (the consumer went away)."""
-
-    def __init__(self, event: threading.Event):
-        self.event = event
-
-    def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
-        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+    thread = threading.Thread(target=work, name="tunelab-stream", daemon=True)
+    thread.start()
+    try:
+        while (piece := pieces.get()) is not None:
+            if isinstance(piece, BaseException):
+                raise piece
+            yield piece
+    finally:
+        stop.set()
+        thread.join()
 
 
 @contextlib.contextmanager

@@ -33,6 +33,8 @@ class Loaded:
     adapters: dict[str, tuple[str, str | None]] = field(default_factory=dict)
     # The method those adapters share (check_shared_base): its spec knows how to switch between them.
     method: str | None = None
+    # Those adapters can serve different rows of one batch (the method's `mixed_batches`, for every run).
+    mixed_batches: bool = False
 
     def use(self, name: str) -> None:
         """Make adapter `name` the active one (and its run's prompt template and system prompt)."""
@@ -175,7 +177,9 @@ def load_runs(
         model = methods.get(cfg.method.name).attach(model, run.artifact_dir, name)
         adapters[name] = (cfg.data.template, cfg.data.system)
     model.eval()
-    loaded = Loaded(model, run_tokenizer(first_run, first_cfg), adapters=adapters, method=first_cfg.method.name)
+    mixed = all(methods.get(cfg.method.name).mixed_batches(cfg.method) for _, _, cfg in runs)
+    tokenizer = run_tokenizer(first_run, first_cfg)
+    loaded = Loaded(model, tokenizer, adapters=adapters, method=first_cfg.method.name, mixed_batches=mixed)
     loaded.use(next(iter(adapters)))
     return loaded
 

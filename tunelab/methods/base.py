@@ -44,6 +44,10 @@ def no_virtual_tokens(method_cfg: Any) -> int:
     return 0
 
 
+def never(method_cfg: Any) -> bool:
+    return False
+
+
 @dataclass(frozen=True)
 class Variant:
     """A setting `tunelab plan` estimates a method under, as a row of its own (qlora: each base precision)."""
@@ -96,6 +100,9 @@ class MethodSpec:
     # bitsandbytes quantizes the base's linear layers (all but the LM head) as real weights load; the planner's
     # weightless meta model cannot show it, so the planner sizes those layers from the method's `bits` itself.
     quantized_linears: bool = False
+    # Adapters of this method (with these options) can serve different rows of one batch, each row its own adapter
+    # (peft's `adapter_names`): `tunelab serve` then decodes requests for different fine-tunes together.
+    mixed_batches: Callable[[Any], bool] = never
     # Packages the method needs beyond tunelab's own dependencies (import names, which pip also takes): `tunelab plan`
     # shows the method as unavailable without them.
     requires: tuple[str, ...] = ()

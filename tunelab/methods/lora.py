@@ -47,6 +47,12 @@ def prepare(model: nn.Module, method_cfg: LoraOptions, tokenizer: Any = None) ->
     return get_peft_model(model, config)
 
 
+def without_dora(method_cfg: LoraOptions) -> bool:
+    # peft decodes a batch with one adapter per row for LoRA, not for DoRA ("Cannot pass `adapter_names`
+    # when DoRA is enabled", peft 0.21).
+    return not method_cfg.use_dora
+
+
 METHOD = MethodSpec(
     name="lora",
     artifact="adapter",
@@ -55,4 +61,5 @@ METHOD = MethodSpec(
     capability=10,
     mergeable=True,
     combinable=True,
+    mixed_batches=without_dora,
 )

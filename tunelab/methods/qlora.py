@@ -81,6 +81,7 @@ METHOD = MethodSpec(
     attach=attach,
     mergeable=True,
     combinable=True,
+    mixed_batches=lora.without_dora,
     quantized_linears=True,
     requires=("bitsandbytes",),
     plan_variants=(

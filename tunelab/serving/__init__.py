@@ -13,12 +13,13 @@ from __future__ import annotations
 import ipaddress
 
 from tunelab.console import info
+from tunelab.inference.loading import LoadOptions
 from tunelab.serving.protocol import ServerSettings
 
 __all__ = ["ServerSettings", "serve"]
 
 
-def serve(refs: list[str], host: str, port: int, settings: ServerSettings, trust_remote_code: bool = False) -> None:
+def serve(refs: list[str], host: str, port: int, settings: ServerSettings, placement: LoadOptions) -> None:
     """Load the models, start the worker, serve until Ctrl-C."""
     # fastapi + uvicorn cost ~0.5 s to import: only this command pays it.
     import uvicorn
@@ -28,7 +29,8 @@ def serve(refs: list[str], host: str, port: int, settings: ServerSettings, trust
 
     if settings.api_key is None and not _is_loopback(host):
         info(f"serving on {host} without an API key: anyone who can reach it can use it (set TUNELAB_API_KEY)")
-    engine = load_engine(refs, trust_remote_code, max_queue=settings.max_queue, max_batch=settings.max_batch)
+    batching = {"max_batch": settings.max_batch, "batch_window_s": settings.batch_window_s}
+    engine = load_engine(refs, placement, max_queue=settings.max_queue, mixed=settings.mixed_batches, **batching)
     info(f"serving {', '.join(engine.targets)} at http://{host}:{port}/v1")
     try:
         uvicorn.run(build_app(engine.start(), settings), host=host, port=port, log_level="warning")

@@ -39,7 +39,9 @@ def build_app(engine: Engine, settings: ServerSettings) -> FastAPI:
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        return {"status": "ok", "models": list(engine.targets), "context_window": engine.context_window()}
+        model = engine.loaded.model
+        placement = {"device": str(model.device), "dtype": str(model.dtype).removeprefix("torch.")}
+        return {"status": "ok", "models": list(engine.targets), "context_window": engine.context_window()} | placement
 
     @v1.get("/models")
     async def list_models() -> dict[str, Any]:
@@ -102,10 +104,12 @@ async def answer(
             bool(req.stream_options and req.stream_options.include_usage),
             chat,
         )
-        job, pieces = _queued(lambda: streaming.start(engine, prepared.model, prepared.prompt, prepared.decoding))
+        job, pieces = _queued(
+            lambda: streaming.start(engine, prepared.model, prepared.prompt, prepared.decoding, spec.stops)
+        )
         lines = streaming.events(job, pieces, spec, lambda text: count_tokens(engine, text))
         return StreamingResponse(lines, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-    job = Job(prepared.model, prepared.prompt, prepared.decoding)
+    job = Job(prepared.model, prepared.prompt, prepared.decoding, tuple(req.stops()))
     _queued(lambda: engine.submit(job))
     text, stopped = protocol.cut_at_stop(await asyncio.wrap_future(job.future), req.stops())
     tokens = count_tokens(engine, text)

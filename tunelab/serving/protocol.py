@@ -24,6 +24,11 @@ class ServerSettings:
     default_max_tokens: int = 256
     max_queue: int = 256
     max_batch: int = 16
+    # How long the worker waits for more requests before it starts a batch: requests that arrive together share
+    # one (a batch runs to its end before the next starts, so a late arrival waits for all of it).
+    batch_window_s: float = 0.02
+    # LoRA: requests for different adapters share a batch, one adapter per row.
+    mixed_batches: bool = True
 
 
 class StreamOptions(BaseModel):

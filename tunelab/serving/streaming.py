@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tunelab.serving import protocol
-from tunelab.serving.engine import Engine, StreamJob
+from tunelab.serving.engine import Engine, Job
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class StreamSpec:
     chat: bool
 
 
-def start(engine: Engine, model: str, prompt: Any, decoding: Any) -> tuple[StreamJob, asyncio.Queue]:
+def start(engine: Engine, model: str, prompt: Any, decoding: Any, stops: list[str]) -> tuple[Job, asyncio.Queue]:
     """Queue a streamed job (QueueFullError before any byte is sent, so the client gets a 429)."""
     loop = asyncio.get_running_loop()
     pieces: asyncio.Queue = asyncio.Queue()
@@ -39,14 +39,12 @@ def start(engine: Engine, model: str, prompt: Any, decoding: Any) -> tuple[Strea
         with contextlib.suppress(RuntimeError):  # the loop closed: the server is shutting down
             loop.call_soon_threadsafe(pieces.put_nowait, item)
 
-    job = StreamJob(model, prompt, decoding, emit)
+    job = Job(model, prompt, decoding, tuple(stops), emit)
     engine.submit(job)
     return job, pieces
 
 
-async def events(
-    job: StreamJob, pieces: asyncio.Queue, spec: StreamSpec, count: Callable[[str], int]
-) -> AsyncIterator[str]:
+async def events(job: Job, pieces: asyncio.Queue, spec: StreamSpec, count: Callable[[str], int]) -> AsyncIterator[str]:
     """The SSE lines of one answer; `count(text)` gives its token count for `usage` and `finish_reason`."""
     stop = protocol.StopFilter(spec.stops)
     sent: list[str] = []

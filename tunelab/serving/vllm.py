@@ -24,8 +24,8 @@ from tunelab.console import info
 from tunelab.errors import ConfigError
 from tunelab.inference.loading import adapter_name, check_shared_base, run_config
 
-# vLLM accepts only these values for --max-lora-rank (vllm/config: possible_max_ranks); the runs' largest r is
-# rounded up to the next one.
+# vLLM accepts only these values for --max-lora-rank (vllm/config/lora.py, MaxLoRARanks: 1, 8, 16, ..., 512); the
+# runs' largest r is rounded up to the next one. 1 is left out: an r=1 run asks for 8, which older vLLMs take too.
 MAX_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
 
 
@@ -42,22 +42,35 @@ def installed() -> bool:
     return importlib.util.find_spec("vllm") is not None
 
 
-def serve(refs: list[str], host: str, port: int, api_key: str | None, trust_remote_code: bool = False) -> NoReturn:
+def serve(
+    refs: list[str],
+    host: str,
+    port: int,
+    api_key: str | None,
+    trust_remote_code: bool = False,
+    dtype: str | None = None,
+) -> NoReturn:
     """Check vLLM is here, build its command line, and replace this process with it."""
     if not installed():
         raise ConfigError(
             "--engine vllm: vLLM is not installed here; on a machine with an NVIDIA GPU: pip install vllm "
             "(or serve here with the default --engine tunelab)"
         )
-    command = vllm_command(refs, host, port, api_key, trust_remote_code)
+    command = vllm_command(refs, host, port, api_key, trust_remote_code, dtype)
     info("running: " + " ".join(command.argv))
     os.execvpe(command.argv[0], command.argv, {**os.environ, **command.env})
 
 
 def vllm_command(
-    refs: list[str], host: str, port: int, api_key: str | None, trust_remote_code: bool = False
+    refs: list[str],
+    host: str,
+    port: int,
+    api_key: str | None,
+    trust_remote_code: bool = False,
+    dtype: str | None = None,
 ) -> VllmCommand:
-    """The `vllm serve` command that serves `refs` under the names `tunelab serve` gives them."""
+    """The `vllm serve` command that serves `refs` under the names `tunelab serve` gives them. `dtype`: tunelab's
+    names (auto, bfloat16, float16, float32) are vLLM's --dtype names too."""
     if all(artifacts.looks_like_run(r) for r in refs) and _adapter_runs(refs):
         argv = _lora_argv(refs, trust_remote_code)
     elif len(refs) > 1:
@@ -65,6 +78,8 @@ def vllm_command(
     else:
         argv = ["vllm", "serve", _whole_model_dir(refs[0]), "--served-model-name", refs[0].rstrip("/")]
     argv += ["--host", host, "--port", str(port)]
+    if dtype is not None:
+        argv += ["--dtype", dtype]
     if trust_remote_code:
         argv.append("--trust-remote-code")
     return VllmCommand(argv, {"VLLM_API_KEY": api_key} if api_key else {})
