@@ -50,8 +50,12 @@ RUN_ENTRIES = frozenset(
         "compare",
         "demo_report.json",
         "demo_report.md",
+        "preference_data",
     }
 )
+# Entries an overwrite keeps: caches keyed by their content (preference_data: the rows, and TRL's reference
+# log-probs keyed by the rows, tokenizer and starting weights), so a re-run on the same data reuses them.
+CACHES = frozenset({"preference_data"})
 # What write_text / save_artifact / replace_dir leave behind when a process dies mid-write.
 _TEMPORARY = re.compile(r"\.(?P<name>.+)\.(tmp|old)-\d+")
 TRACKED_PACKAGES = ("tunelab", "torch", "transformers", "peft", "trl", "accelerate", "datasets", "safetensors")
@@ -133,7 +137,7 @@ def clear_run(run_dir: RunDir) -> None:
             f"{run_dir.path} now holds files tunelab did not write ({', '.join(foreign)}); nothing removed"
         )
     run_dir.marker.unlink(missing_ok=True)
-    for entry in sorted(os.listdir(run_dir.path)):
+    for entry in sorted(set(os.listdir(run_dir.path)) - CACHES):
         path = run_dir.path / entry
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)

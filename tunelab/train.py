@@ -6,6 +6,7 @@ result = train.run(config.load("configs/lora.yaml"))
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,8 +18,11 @@ from tunelab import artifacts, data, methods, models, planning
 from tunelab.artifacts import RunDir
 from tunelab.config import RunConfig, dump
 from tunelab.console import info
+from tunelab.data.preference import PreferenceSet
 from tunelab.evaluation import forgetting
+from tunelab.evaluation import preference as alignment
 from tunelab.models.tasks import CAUSAL_LM, CLASSIFIER
+from tunelab.training import preference
 from tunelab.training import trainer as trainers
 from tunelab.training.preflight import preflight
 
@@ -41,7 +45,8 @@ def run(cfg: RunConfig, *, resume: bool = False, callbacks: tuple = ()) -> RunRe
     compute_dtype = models.pick_dtype(cfg.model.dtype, device)
 
     tokenizer = models.load_tokenizer(cfg.model)
-    built = data.build_for_task(cfg, tokenizer, task, rows)  # the same rows, tokenized; lengths checked
+    # SFT: the same rows, tokenized, lengths checked. Preference objectives: TRL tokenizes its own rows.
+    built = data.build_for_task(cfg, tokenizer, task, rows) if cfg.objective.name == "sft" else rows
     model = models.load_model(
         cfg.model,
         dtype=method.load_dtype(compute_dtype),
@@ -54,16 +59,21 @@ def run(cfg: RunConfig, *, resume: bool = False, callbacks: tuple = ()) -> RunRe
     model = method.prepare(model, cfg.method, tokenizer)
     report_parameters(model, method.name, device, compute_dtype)
     base_probe = score_probe(model, tokenizer, probe, "the base model")
+    held_out = alignment.HeldOut.of(cfg, tokenizer, rows, model)  # preference objectives: scores before training
 
     prepare_output_dir(cfg, run_dir, resume)
     artifacts.start(run_dir, dump(cfg))
     checkpointing = planning.checkpointing_mode(cfg, model, built, device, compute_dtype)  # auto: what must fit
-    trainer = trainers.build(
+    trainer = build_trainer(
         cfg, model, tokenizer, built, run_dir, device, compute_dtype, checkpointing, callbacks, probe
     )
-    with trainer.attention():
+    with trainer_attention(trainer):
         output = trainer.train(resume_from_checkpoint=resume_point(run_dir, resume))
         metrics = collect_metrics(trainer, output.metrics, model, built)
+    if held_out is not None:
+        metrics["preference"] = held_out.report(trainer.model)
+    if cfg.objective.name != "sft":  # reference batches TRL scored; 0: read from the cache (preference_data)
+        metrics["reference_batches_computed"] = trainer.reference_batches
     if probe is not None:
         after_probe = score_probe(trainer.model, tokenizer, probe, "the result")
         metrics["forgetting"] = forgetting.compare(base_probe, after_probe, cfg.forgetting)
@@ -71,6 +81,20 @@ def run(cfg: RunConfig, *, resume: bool = False, callbacks: tuple = ()) -> RunRe
     finish(cfg, run_dir, metrics, trainer, method.artifact)
     info(f"[bold green]run complete[/]: {run_dir.path} ({method.artifact} in {artifact_dir.name}/)")
     return RunResult(run_dir.path, artifact_dir, metrics)
+
+
+def build_trainer(
+    cfg: RunConfig, model, tokenizer, built, run_dir: RunDir, device, dtype, checkpointing, callbacks, probe
+):
+    """SFT: tunelab's Trainer on the built rows. A preference objective: TRL's trainer for it on the rows."""
+    if cfg.objective.name == "sft":
+        return trainers.build(cfg, model, tokenizer, built, run_dir, device, dtype, checkpointing, callbacks, probe)
+    return preference.build(cfg, model, tokenizer, built, run_dir, device, dtype, checkpointing, callbacks)
+
+
+def trainer_attention(trainer):
+    """The attention a trainer trains under (padding-free batches need theirs); TRL's: the model's own."""
+    return trainer.attention() if hasattr(trainer, "attention") else contextlib.nullcontext()
 
 
 def finish(cfg: RunConfig, run_dir: RunDir, metrics: dict[str, Any], trainer, artifact: str) -> None:
@@ -136,7 +160,10 @@ def final_evaluation(trainer) -> dict[str, Any]:
 def collect_metrics(trainer, train_metrics: dict[str, Any], model, built) -> dict[str, Any]:
     trainable, total = methods.count_parameters(model)
     metrics: dict[str, Any] = {"train": train_metrics, "trainable_params": trainable, "total_params": total}
-    if built.validation is not None:
+    if trainer.eval_dataset is not None:
         metrics["eval"] = final_evaluation(trainer)
-    metrics["data"] = built.report.to_dict() if hasattr(built.report, "to_dict") else built.report
+    if isinstance(built, PreferenceSet):
+        metrics["data"] = built.to_dict()
+    else:
+        metrics["data"] = built.report.to_dict() if hasattr(built.report, "to_dict") else built.report
     return metrics

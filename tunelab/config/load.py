@@ -19,8 +19,15 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from tunelab.config.methods import METHOD_MODELS, LoraMethod
+from tunelab.config.objectives import OBJECTIVE_MODELS, SftObjective
 from tunelab.config.schema import RunConfig
 from tunelab.errors import ConfigError
+
+# The sections that are a discriminated union on `name`: their classes by name, and the default class.
+UNIONS: dict[str, tuple[dict[str, type[BaseModel]], type[BaseModel]]] = {
+    "method": (METHOD_MODELS, LoraMethod),
+    "objective": (OBJECTIVE_MODELS, SftObjective),
+}
 
 # "Billion laughs": a few hundred bytes of nested aliases (`b: &b [*a, *a, ...]`, `c: &c [*b, *b, ...]`) expand to
 # 10^9 values. PyYAML shares aliased objects, so reading is cheap, but validation, the key-line walk and `dump`
@@ -279,7 +286,8 @@ def _describe(
     if err["type"] == "missing":
         return f"{where}: `{dotted}` is required; add it to the config (or pass {dotted}=...)"
     if err["type"] == "union_tag_invalid":
-        return f"{where}: `{dotted}.name`: unknown method; choose one of {', '.join(METHOD_MODELS)}"
+        kind = key_path[0] if key_path[:1] == ("objective",) else "method"
+        return f"{where}: `{dotted}.name`: unknown {kind}; choose one of {', '.join(UNIONS[kind][0])}"
     got = _lookup(raw, key_path)
     got_text = f" (got {got!r})" if got is not None else ""
     return f"{where}: `{dotted}`: {err['msg']}{got_text}"
@@ -292,8 +300,8 @@ def _line_of(problem: str) -> int:
 
 def _user_key_path(loc: tuple[str, ...], raw: dict[str, Any]) -> tuple[str, ...]:
     # Pydantic puts the union tag into the location (`method.lora.r`); users wrote `method.r`.
-    if len(loc) >= 2 and loc[0] == "method" and loc[1] in METHOD_MODELS:
-        return ("method", *loc[2:])
+    if len(loc) >= 2 and loc[0] in UNIONS and loc[1] in UNIONS[loc[0]][0]:
+        return (loc[0], *loc[2:])
     return loc
 
 
@@ -302,19 +310,21 @@ def _suggestion(key_path: tuple[str, ...], raw: dict[str, Any]) -> str:
     close = difflib.get_close_matches(key_path[-1], valid, n=1, cutoff=0.6)
     if close:
         return f"; did you mean `{'.'.join((*key_path[:-1], close[0]))}`?"
-    if key_path[:1] == ("method",):
-        method = _lookup(raw, ("method", "name"))
-        for other, model in METHOD_MODELS.items():
-            if other != method and key_path[-1] in model.model_fields:
-                return f"; `{key_path[-1]}` is an option of method `{other}`, not `{method}`"
+    if key_path[:1] and key_path[0] in UNIONS:
+        kind = key_path[0]
+        chosen = _lookup(raw, (kind, "name"))
+        for other, model in UNIONS[kind][0].items():
+            if other != chosen and key_path[-1] in model.model_fields:
+                return f"; `{key_path[-1]}` is an option of {kind} `{other}`, not `{chosen}`"
     return f"; valid keys here: {', '.join(sorted(valid))}" if valid else ""
 
 
 def _valid_keys(section: tuple[str, ...], raw: dict[str, Any]) -> list[str]:
     model: type[BaseModel] = RunConfig
     for part in section:
-        if part == "method":
-            model = METHOD_MODELS.get(str(_lookup(raw, ("method", "name"))), LoraMethod)
+        if part in UNIONS:
+            models, default = UNIONS[part]
+            model = models.get(str(_lookup(raw, (part, "name"))), default)
             continue
         field = model.model_fields.get(part)
         annotation = getattr(field, "annotation", None)

@@ -16,6 +16,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from tunelab.config.methods import LoraMethod, MethodConfig, Strict
+from tunelab.config.objectives import ObjectiveConfig, SftObjective
 
 BUILTIN_DEFAULT_MODEL = "smollm2-135m-instruct"
 
@@ -52,8 +53,13 @@ class DataConfig(Strict):
         description="Hold out this share (0 < x < 1) or this many rows (x >= 1) of `train` for validation, "
         "deterministically from `train.seed`. Not allowed together with `validation`.",
     )
-    format: Literal["auto", "prompt_completion", "alpaca", "chat", "text", "classification"] = Field(
-        "auto", description="Row format; `auto` detects it from the fields of the first row."
+    format: Literal[
+        "auto", "prompt_completion", "alpaca", "chat", "text", "classification", "pairs", "openai_preference", "kto"
+    ] = Field(
+        "auto",
+        description="Row format; `auto` detects it from the fields of the rows. For objective sft: prompt_completion, "
+        "alpaca, chat, text, classification. For dpo/orpo: pairs ({prompt, chosen, rejected}) or openai_preference "
+        "(OpenAI's preference fine-tuning JSONL); for kto: kto ({prompt, completion, label}) or pairs.",
     )
     labels: list[str] | None = Field(
         None, description="Classification label set. Default: the labels seen in the training file."
@@ -227,11 +233,12 @@ class ForgettingConfig(Strict):
 
 
 class RunConfig(Strict):
-    """A whole fine-tuning run: model → data → method → training → evaluation."""
+    """A whole fine-tuning run: model → data → method + objective → training → evaluation."""
 
     model: ModelConfig = ModelConfig()
     data: DataConfig
     method: MethodConfig = Field(default_factory=lambda: LoraMethod(name="lora"))
+    objective: ObjectiveConfig = Field(default_factory=SftObjective)
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
     forgetting: ForgettingConfig = ForgettingConfig()
@@ -241,6 +248,11 @@ class RunConfig(Strict):
     def _model_shorthand(cls, v: object) -> object:
         # `model: smollm2-135m-instruct` is the common case; expand it to `model: {name: ...}`.
         return {"name": v} if isinstance(v, str) else v
+
+    @field_validator("objective", mode="before")
+    @classmethod
+    def _objective_shorthand(cls, v: object) -> object:
+        return {"name": v} if isinstance(v, str) else v  # `objective: dpo`
 
     @field_validator("method", mode="before")
     @classmethod

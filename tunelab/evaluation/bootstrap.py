@@ -53,6 +53,18 @@ def bootstrap_ci(
     return {key: _percentile_interval(samples[:, i], tail) for i, key in enumerate(keys)}
 
 
+def mean_interval(
+    values: list[float], n_resamples: int = ROW_RESAMPLES, confidence: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
+    """The percentile bootstrap interval of the mean of per-row values (a share, when they are 0/1)."""
+    if not values:
+        return (float("nan"), float("nan"))
+    table = np.asarray(values, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    means = np.array([table[idx].mean() for idx in _resamples(rng, len(table), n_resamples)])
+    return _percentile_interval(means, 100 * (1 - confidence) / 2)
+
+
 def _resamples(rng: np.random.Generator, n_rows: int, n_resamples: int) -> Iterator[np.ndarray]:
     """Row indices of each resample: `n_rows` draws with replacement. One generator for both paths, so a
     seed picks the same resamples whichever way the metric is recomputed."""

@@ -153,6 +153,11 @@ def encode_continuation(tokenizer: Any, prompt: str, continuation: str) -> tuple
     return whole[:n], whole[n:]
 
 
+def sequence_logprobs(model: Any, sequences: list[tuple[list[int], list[int]]], batch_size: int = 8) -> list[float]:
+    """The summed log-probability of each (input_ids, labels) sequence's labelled tokens (-100: not scored)."""
+    return [-nll for nll, _ in _sequence_nll(model, sequences, batch_size)]
+
+
 def _sequence_nll(
     model: Any, sequences: list[tuple[list[int], list[int]]], batch_size: int
 ) -> list[tuple[float, int]]:

@@ -26,6 +26,8 @@ def checkpointing_mode(cfg: RunConfig, model, data, device: torch.device, dtype:
         return setting
     if model_task(model) != CAUSAL_LM:
         return "off"  # the planner's arithmetic is that of decoder LMs
+    if cfg.objective.name != "sft":
+        return "off"  # the planner does not estimate the preference objectives' memory yet: set it to save memory
     lengths = [len(ids) for ids in data.train["input_ids"]]
     trained = [sum(label != -100 for label in labels) for labels in data.train["labels"]]
     stats = tokens.from_lengths(lengths, trained, cfg.train.per_device_train_batch_size, cfg)

@@ -35,12 +35,26 @@ from tunelab.training.loss import supports_sparse_head, trained_positions_loss
 from tunelab.training.progress import LiveProgress
 
 
-class TunelabTrainer(Trainer):
+class FiniteLoss:
+    """The loss of every step is checked: NaN or infinity stops the run naming the step. Trainer's own
+    `logging_nan_inf_filter` hides such losses from the logs and goes on training, which ends in a
+    finished-looking model of garbage. A mixin: TRL's trainers (tunelab.training.preference) take it too."""
+
+    def training_step(self, model: torch.nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        if not torch.isfinite(loss).all():
+            step = self.state.global_step + 1
+            raise TrainingDivergedError(
+                f"training stopped: the loss became {loss.item()} at step {step}. Nothing was saved as final. "
+                "Try a lower train.learning_rate, a max_grad_norm (e.g. 1.0), or float32 (model.dtype=float32)."
+            )
+        return loss
+
+
+class TunelabTrainer(FiniteLoss, Trainer):
     """Trainer with these changes, all by overriding documented extension points (one level deep):
 
-    - the loss of every step is checked: NaN or infinity stops the run naming the step. Trainer's own
-      `logging_nan_inf_filter` hides such losses from the logs and goes on training, which ends in a
-      finished-looking model of garbage.
+    - the loss of every step is checked (FiniteLoss).
     - with `sparse_head`, the training loss runs the LM head on trained positions only, `loss_chunk_tokens` of
       them at a time (tunelab.training.loss).
     - with `packed`, batches come padding-free (tunelab.training.padding_free) and `attention()` gives the
@@ -93,16 +107,6 @@ class TunelabTrainer(Trainer):
             output.metrics.update({f"{metric_key_prefix}_{k}": v for k, v in extra(self.model).items()})
         return output
 
-    def training_step(self, model: torch.nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None):
-        loss = super().training_step(model, inputs, num_items_in_batch)
-        if not torch.isfinite(loss).all():
-            step = self.state.global_step + 1
-            raise TrainingDivergedError(
-                f"training stopped: the loss became {loss.item()} at step {step}. Nothing was saved as final. "
-                "Try a lower train.learning_rate, a max_grad_norm (e.g. 1.0), or float32 (model.dtype=float32)."
-            )
-        return loss
-
 
 class CheckpointMarker(TrainerCallback):
     """Marks a checkpoint complete once Trainer has written all of it (on_save runs after the save)."""
@@ -118,9 +122,16 @@ def eval_strategy(cfg: TrainConfig, has_validation: bool) -> str:
 
 
 def training_arguments(cfg: RunConfig, run_dir: RunDir, device: torch.device, dtype: torch.dtype, has_val: bool):
+    return TrainingArguments(**argument_values(cfg, run_dir, device, dtype, has_val))
+
+
+def argument_values(
+    cfg: RunConfig, run_dir: RunDir, device: torch.device, dtype: torch.dtype, has_val: bool
+) -> dict[str, Any]:
+    """`TrainingArguments` values from the config; TRL's configs (its subclasses) take them as they are."""
     t = cfg.train
     evaluating = eval_strategy(t, has_val)
-    return TrainingArguments(
+    return dict(
         output_dir=str(run_dir.checkpoints),
         num_train_epochs=t.num_train_epochs,
         max_steps=t.max_steps,
@@ -227,20 +238,11 @@ def build(
 ) -> Trainer:
     """The trainer for this run: model, data (BuiltData), collator, arguments, callbacks, extra evaluations.
     `checkpointing` (off, selective, full) is decided above, by the planner (tunelab.planning.checkpointing_mode)."""
-    from torch.utils.tensorboard import SummaryWriter
-
     activation_checkpointing.enable(model, checkpointing)
     args = training_arguments(cfg, run_dir, device, dtype, data.validation is not None)
     classifier = model_task(model) == CLASSIFIER
     method = methods.get(cfg.method.name)
     packed = use_padding_free(cfg.train, model, method)
-    extra: list[TrainerCallback] = [
-        CheckpointMarker(),
-        LiveProgress(),
-        TensorBoardCallback(SummaryWriter(log_dir=str(logging_dir(cfg, run_dir)))),
-    ]
-    if cfg.train.early_stopping_patience:
-        extra.append(EarlyStoppingCallback(early_stopping_patience=cfg.train.early_stopping_patience))
     trainer = TunelabTrainer(
         model=model,
         args=args,
@@ -248,7 +250,7 @@ def build(
         eval_dataset=data.validation,
         data_collator=collator(model, tokenizer, packed),
         processing_class=tokenizer,
-        callbacks=[*extra, *callbacks],
+        callbacks=[*standard_callbacks(cfg, run_dir), *callbacks],
         compute_metrics=classifier_metrics(data.report.labels) if classifier else None,
         sparse_head=cfg.train.sparse_lm_head and method.sparse_head and supports_sparse_head(model),
         loss_chunk_tokens=cfg.train.loss_chunk_tokens,
@@ -257,3 +259,17 @@ def build(
     )
     trainer.remove_callback(PrinterCallback)  # LiveProgress prints the logs
     return trainer
+
+
+def standard_callbacks(cfg: RunConfig, run_dir: RunDir) -> list[TrainerCallback]:
+    """Every run's callbacks: checkpoint markers, live progress, TensorBoard, early stopping when configured."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    callbacks: list[TrainerCallback] = [
+        CheckpointMarker(),
+        LiveProgress(),
+        TensorBoardCallback(SummaryWriter(log_dir=str(logging_dir(cfg, run_dir)))),
+    ]
+    if cfg.train.early_stopping_patience:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.train.early_stopping_patience))
+    return callbacks

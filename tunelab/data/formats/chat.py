@@ -36,7 +36,7 @@ def to_messages(row: dict[str, Any], ctx: FormatContext) -> list[Message]:
         )
     if not messages:
         raise RowError("missing_field", "messages", "is empty", "add at least a user and an assistant message")
-    out = [_message(i, m) for i, m in enumerate(messages)]
+    out = [message(i, m) for i, m in enumerate(messages)]
     if not any(m["role"] == "assistant" and m.get("weight", 1) == 1 for m in out):
         raise RowError(
             "nothing_to_train",
@@ -47,8 +47,9 @@ def to_messages(row: dict[str, Any], ctx: FormatContext) -> list[Message]:
     return out
 
 
-def _message(i: int, m: Any) -> Message:
-    path = f"messages[{i}]"
+def message(i: int, m: Any, field: str = "messages") -> Message:
+    """Element i of a message list (in `field`) as a checked {role, content, weight?} message."""
+    path = f"{field}[{i}]"
     if not isinstance(m, dict):
         raise RowError("wrong_type", path, f"is a {type_name(m)}, not an object", "write it as {role, content}")
     role = m.get("role")

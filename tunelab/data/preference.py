@@ -1,0 +1,209 @@
+"""Preference data: answers compared (pairs) or judged (good/bad), read and checked before any model loads.
+
+    rows = preflight(cfg)   # PreferenceSet, or DataError listing every bad row (file:line, field, reason, fix)
+
+Formats (`data.format`, or detected from the rows' fields):
+- pairs: {"prompt", "chosen", "rejected"}; each a string, or a message list (the prompt's ends with a user turn;
+  an answer's is one assistant message), so TRL's "conversational" rows read as they are;
+- openai_preference: OpenAI's preference fine-tuning JSONL, {"input": {"messages": [...]}, "preferred_output":
+  [assistant message], "non_preferred_output": [assistant message]}, so DPO files made for OpenAI work here;
+- kto: {"prompt", "completion", "label": true|false} (unpaired, for objective kto; pairs are unpaired for it too).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tunelab.config import RunConfig
+from tunelab.data.formats.chat import message
+from tunelab.data.formats.fields import text_field, type_name
+from tunelab.data.problems import Problem, RowError, listing, resolve
+from tunelab.data.readers import Record, read
+from tunelab.data.rows import split
+from tunelab.data.templates import Message
+from tunelab.errors import DataError
+
+
+@dataclass(frozen=True)
+class Pair:
+    """A prompt with a preferred and a rejected answer."""
+
+    prompt: list[Message]
+    chosen: str
+    rejected: str
+    where: str
+
+
+@dataclass(frozen=True)
+class Judged:
+    """A prompt with one answer labelled desirable (True) or undesirable (False)."""
+
+    prompt: list[Message]
+    completion: str
+    desirable: bool
+    where: str
+
+
+@dataclass
+class PreferenceSet:
+    format: str
+    train: list[Any]  # Pair or Judged rows
+    validation: list[Any]
+    rows_read: int
+    skipped: dict[str, int] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+    labels: None = None  # no classification labels: the same attribute as a RowSet's
+
+    def to_dict(self) -> dict[str, Any]:
+        """The run's data report (metrics.json)."""
+        desirable = [r.desirable for r in self.train if isinstance(r, Judged)]
+        counts = {"desirable": sum(desirable), "undesirable": len(desirable) - sum(desirable)} if desirable else {}
+        sizes = {"train_rows": len(self.train), "validation_rows": len(self.validation)}
+        return {"format": self.format, **sizes, "rows_read": self.rows_read, "skipped": self.skipped, **counts}
+
+
+def _prompt(value: Any, name: str) -> list[Message]:
+    if isinstance(value, str):
+        return [{"role": "user", "content": text_field({name: value}, name)}]
+    if not isinstance(value, list) or not value:
+        raise RowError("wrong_type", name, f"is a {type_name(value)}", f"write {name!r} as a string or messages")
+    messages = [message(i, m, name) for i, m in enumerate(value)]
+    if messages[-1]["role"] != "user":
+        last = f"{name}[{len(value) - 1}].role"
+        raise RowError("unknown_role", last, "is not user", "end the prompt with the user's message; answers go apart")
+    return messages
+
+
+def _answer(value: Any, name: str) -> str:
+    """An answer: a string, or a list of exactly one assistant message."""
+    if isinstance(value, str):
+        return text_field({name: value}, name)
+    if not isinstance(value, list) or len(value) != 1:
+        got = f"{len(value)} messages" if isinstance(value, list) else f"a {type_name(value)}"
+        raise RowError("wrong_type", name, f"is {got}", f"write {name!r} as a string or one assistant message")
+    answer = message(0, value[0], name)
+    if answer["role"] != "assistant":
+        raise RowError("unknown_role", f"{name}[0].role", f"is {answer['role']!r}", "the answer is the assistant's")
+    return answer["content"]
+
+
+def _pair(prompt: list[Message], chosen: str, rejected: str, where: str, names: tuple[str, str]) -> Pair:
+    if " ".join(chosen.split()) == " ".join(rejected.split()):
+        raise RowError("nothing_to_train", f"{names[0]}/{names[1]}", "are the same answer", "remove the row")
+    return Pair(prompt, chosen, rejected, where)
+
+
+def pairs(row: dict[str, Any], where: str) -> Pair:
+    prompt = _prompt(row.get("prompt"), "prompt")
+    return _pair(prompt, _answer(row.get("chosen"), "chosen"), _answer(row.get("rejected"), "rejected"), where, _PAIR)
+
+
+def openai_preference(row: dict[str, Any], where: str) -> Pair:
+    given = row.get("input")
+    if not isinstance(given, dict) or "messages" not in given:
+        raise RowError("missing_field", "input.messages", "is missing", "write input as {messages: [...]}")
+    prompt = _prompt(given["messages"], "input.messages")
+    chosen = _answer(row.get("preferred_output"), "preferred_output")
+    return _pair(prompt, chosen, _answer(row.get("non_preferred_output"), "non_preferred_output"), where, _OPENAI)
+
+
+def kto(row: dict[str, Any], where: str) -> Judged:
+    label = row.get("label")
+    if not isinstance(label, bool):
+        raise RowError("wrong_type", "label", f"is {label!r}", "label must be true (desirable) or false (undesirable)")
+    return Judged(_prompt(row.get("prompt"), "prompt"), _answer(row.get("completion"), "completion"), label, where)
+
+
+_PAIR, _OPENAI = ("chosen", "rejected"), ("preferred_output", "non_preferred_output")
+# name -> (the fields that tell the format, converter). Detection order: openai_preference's rows have no prompt.
+FORMATS: dict[str, tuple[set[str], Callable[[dict[str, Any], str], Any]]] = {
+    "pairs": ({"prompt", "chosen", "rejected"}, pairs),
+    "openai_preference": ({"input", "preferred_output", "non_preferred_output"}, openai_preference),
+    "kto": ({"prompt", "completion", "label"}, kto),
+}
+# The formats each preference objective trains on.
+ACCEPTS = {"dpo": ("pairs", "openai_preference"), "orpo": ("pairs", "openai_preference")}
+ACCEPTS["kto"] = ("kto", "pairs", "openai_preference")
+
+
+def preflight(cfg: RunConfig) -> PreferenceSet:
+    """Read, detect, convert and check every row (no tokenizer); the val_size split; train/validation duplicates."""
+    train_records = read(Path(cfg.data.train), "train")
+    val_records = read(Path(cfg.data.validation), "validation") if cfg.data.validation else []
+    if cfg.data.val_size is not None:
+        train_records, val_records = split(train_records, cfg.data.val_size, cfg.train.seed, _groups(train_records))
+    fmt = _format(cfg, train_records)
+    train, problems = _convert(train_records, fmt, cfg.objective.name)
+    validation, val_problems = _convert(val_records, fmt, cfg.objective.name)
+    seen = {_key(r): r.where for r in train}
+    for r in list(validation):
+        if _key(r) in seen:
+            validation.remove(r)
+            reason = f"the same row is in the training data at {seen[_key(r)]}"
+            val_problems.append(Problem(r.where, "duplicate", "", reason, "remove it from one of the two"))
+    rows = PreferenceSet(fmt, train, validation, len(train_records) + len(val_records))
+    rows.problems = problems + val_problems
+    rows.skipped = resolve(rows.problems, rows.rows_read, cfg.data)
+    return rows
+
+
+def _format(cfg: RunConfig, records: list[Record]) -> str:
+    accepted = ACCEPTS[cfg.objective.name]
+    wanted = f"objective {cfg.objective.name} trains on {' or '.join(accepted)} rows"
+    if cfg.data.format != "auto":
+        if cfg.data.format not in accepted:
+            raise DataError(f"data.format={cfg.data.format}: {wanted}", [_describe(accepted)])
+        return cfg.data.format
+    parsed = [r for r in records if r.fields is not None]
+    if not parsed:
+        raise DataError(f"{cfg.data.train}: no row could be read", listing([r.problem() for r in records]))
+    counts = {name: sum(FORMATS[name][0] <= set(r.fields) for r in parsed) for name in accepted}
+    best = max(accepted, key=lambda name: counts[name])
+    if counts[best] == 0:
+        fields = ", ".join(sorted(parsed[0].fields))
+        raise DataError(
+            f"{cfg.data.train}: {wanted}", [f"{parsed[0].where}: fields {{{fields}}}; {_describe(accepted)}"]
+        )
+    return best
+
+
+def _describe(accepted: tuple[str, ...]) -> str:
+    return "; ".join(f"{name}: {{{', '.join(sorted(FORMATS[name][0]))}}}" for name in accepted)
+
+
+def _convert(records: list[Record], fmt: str, objective: str) -> tuple[list[Any], list[Problem]]:
+    rows, problems = [], []
+    for record in records:
+        if record.fields is None:
+            problems.append(record.problem())
+            continue
+        try:
+            row = FORMATS[fmt][1](record.fields, record.where)
+        except RowError as err:
+            problems.append(Problem.of(record.where, err))
+            continue
+        rows.extend(unpaired(row) if objective == "kto" and isinstance(row, Pair) else [row])
+    return rows, problems
+
+
+def unpaired(pair: Pair) -> list[Judged]:
+    """A pair as KTO reads it: its chosen answer desirable, its rejected answer undesirable."""
+    return [Judged(pair.prompt, pair.chosen, True, pair.where), Judged(pair.prompt, pair.rejected, False, pair.where)]
+
+
+def _key(row: Any) -> str:
+    answers = [row.chosen, row.rejected] if isinstance(row, Pair) else [row.completion, row.desirable]
+    return json.dumps([[(m["role"], " ".join(m["content"].split())) for m in row.prompt], answers])
+
+
+def _groups(records: list[Record]) -> list[list[int]]:
+    """Records grouped by their exact fields: copies of a row stay on one side of the val_size split."""
+    groups: dict[str, list[int]] = {}
+    for i, record in enumerate(records):
+        key = json.dumps(record.fields, sort_keys=True) if record.fields is not None else f"unparsed {i}"
+        groups.setdefault(key, []).append(i)
+    return list(groups.values())
