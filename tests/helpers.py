@@ -33,9 +33,10 @@ def write_config(
     data: dict[str, Any] | None = None,
     name: str = "config.yaml",
     model: dict[str, Any] | None = None,
+    objective: Any = None,
 ) -> Path:
     """A run config on the tiny model in float32 (bit-exact comparisons; `model` overrides), output in
-    tmp_path/run."""
+    tmp_path/run; `objective` None: the default (sft)."""
     data = data or {"train": str(write_jsonl(tmp_path / "train.jsonl", memorizable_rows()))}
     train_cfg = {"output_dir": str(tmp_path / "run"), "per_device_train_batch_size": 4, "logging_steps": 1}
     train_cfg.update(train or {})
@@ -47,6 +48,8 @@ def write_config(
         # Every run scores the retention probe; a few items keep the path covered and the tests quick.
         "forgetting": {"max_items": 12},
     }
+    if objective is not None:
+        cfg["objective"] = objective
     path = tmp_path / name
     path.write_text(yaml.safe_dump(cfg))
     return path

@@ -66,7 +66,13 @@ class PreferenceSet:
         return {"format": self.format, **sizes, "rows_read": self.rows_read, "skipped": self.skipped, **counts}
 
 
+def _missing(name: str) -> RowError:
+    return RowError("missing_field", name, "is missing", f"add {name!r}")
+
+
 def _prompt(value: Any, name: str) -> list[Message]:
+    if value is None:
+        raise _missing(name)
     if isinstance(value, str):
         return [{"role": "user", "content": text_field({name: value}, name)}]
     if not isinstance(value, list) or not value:
@@ -80,6 +86,8 @@ def _prompt(value: Any, name: str) -> list[Message]:
 
 def _answer(value: Any, name: str) -> str:
     """An answer: a string, or a list of exactly one assistant message."""
+    if value is None:
+        raise _missing(name)
     if isinstance(value, str):
         return text_field({name: value}, name)
     if not isinstance(value, list) or len(value) != 1:
@@ -134,17 +142,20 @@ def preflight(cfg: RunConfig) -> PreferenceSet:
     """Read, detect, convert and check every row (no tokenizer); the val_size split; train/validation duplicates."""
     train_records = read(Path(cfg.data.train), "train")
     val_records = read(Path(cfg.data.validation), "validation") if cfg.data.validation else []
-    if cfg.data.val_size is not None:
-        train_records, val_records = split(train_records, cfg.data.val_size, cfg.train.seed, _groups(train_records))
     fmt = _format(cfg, train_records)
-    train, problems = _convert(train_records, fmt, cfg.objective.name)
-    validation, val_problems = _convert(val_records, fmt, cfg.objective.name)
+    if cfg.data.val_size is not None:
+        groups = _groups(train_records, fmt)
+        train_records, val_records = split(train_records, cfg.data.val_size, cfg.train.seed, groups)
+    train, problems = _convert(train_records, fmt)
+    validation, val_problems = _convert(val_records, fmt)
     seen = {_key(r): r.where for r in train}
     for r in list(validation):
         if _key(r) in seen:
             validation.remove(r)
             reason = f"the same row is in the training data at {seen[_key(r)]}"
             val_problems.append(Problem(r.where, "duplicate", "", reason, "remove it from one of the two"))
+    if cfg.objective.name == "kto":  # after the checks, so that a bad pair counts as one bad row
+        train, validation = _judged(train), _judged(validation)
     rows = PreferenceSet(fmt, train, validation, len(train_records) + len(val_records))
     rows.problems = problems + val_problems
     rows.skipped = resolve(rows.problems, rows.rows_read, cfg.data)
@@ -175,19 +186,21 @@ def _describe(accepted: tuple[str, ...]) -> str:
     return "; ".join(f"{name}: {{{', '.join(sorted(FORMATS[name][0]))}}}" for name in accepted)
 
 
-def _convert(records: list[Record], fmt: str, objective: str) -> tuple[list[Any], list[Problem]]:
+def _convert(records: list[Record], fmt: str) -> tuple[list[Any], list[Problem]]:
     rows, problems = [], []
     for record in records:
         if record.fields is None:
             problems.append(record.problem())
             continue
         try:
-            row = FORMATS[fmt][1](record.fields, record.where)
+            rows.append(FORMATS[fmt][1](record.fields, record.where))
         except RowError as err:
             problems.append(Problem.of(record.where, err))
-            continue
-        rows.extend(unpaired(row) if objective == "kto" and isinstance(row, Pair) else [row])
     return rows, problems
+
+
+def _judged(rows: list[Any]) -> list[Judged]:
+    return [judged for row in rows for judged in (unpaired(row) if isinstance(row, Pair) else [row])]
 
 
 def unpaired(pair: Pair) -> list[Judged]:
@@ -200,10 +213,16 @@ def _key(row: Any) -> str:
     return json.dumps([[(m["role"], " ".join(m["content"].split())) for m in row.prompt], answers])
 
 
-def _groups(records: list[Record]) -> list[list[int]]:
-    """Records grouped by their exact fields: copies of a row stay on one side of the val_size split."""
+def _groups(records: list[Record], fmt: str) -> list[list[int]]:
+    """Records grouped as the duplicate check sees them: copies of a row stay on one side of the val_size split
+    (split apart, they would be refused as a train/validation leak). A record that does not convert is alone."""
     groups: dict[str, list[int]] = {}
     for i, record in enumerate(records):
-        key = json.dumps(record.fields, sort_keys=True) if record.fields is not None else f"unparsed {i}"
+        key = f"unconverted {i}"
+        if record.fields is not None:
+            try:
+                key = _key(FORMATS[fmt][1](record.fields, record.where))
+            except RowError:
+                pass
         groups.setdefault(key, []).append(i)
     return list(groups.values())

@@ -1,0 +1,124 @@
+"""Preference objectives end to end on the tiny Llama: every objective with lora and with full fine-tuning moves
+the held-out preferences the right way; the reference log-probs are computed once and read back from the run
+directory (counted); a run killed with SIGKILL resumes to the same weights, bit for bit, as one never stopped."""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tests.helpers import run_cli, write_config, write_jsonl
+from tests.test_resume import KILLER
+
+LORA = {"name": "lora", "r": 4, "alpha": 8}
+FULL = {"name": "full"}
+# Steps and rates that move the tiny model's preferences clearly within seconds.
+QUICK = {"max_steps": 6, "save_steps": 3, "per_device_train_batch_size": 4, "logging_steps": 2}
+RATE = {"lora": 1e-2, "full": 5e-4}
+
+
+def pair_rows(n: int = 40, seed: int = 0) -> list[dict]:
+    sums = [(a, b) for a in range(1, 10) for b in range(1, 10)]
+    random.Random(seed).shuffle(sums)  # distinct rows: no copies kept together across the val_size split
+    return [
+        {"prompt": f"What is {a}+{b}?", "chosen": f"{a + b}", "rejected": f"I do not know {a} {b}"}
+        for a, b in sums[:n]
+    ]
+
+
+def aligned_run(tmp_path: Path, model_dir: Path, objective: dict, method: dict, rows=None, **train) -> Path:
+    """Train through the CLI; the config (8 rows held out) is tmp_path/config.yaml, the run tmp_path/run."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    data = {"train": str(write_jsonl(tmp_path / "pairs.jsonl", rows or pair_rows())), "val_size": 8}
+    schedule = {**QUICK, "learning_rate": RATE[method["name"]], **train}
+    config = write_config(tmp_path, model_dir, method=method, train=schedule, data=data, objective=objective)
+    result = run_cli(["train", str(config), "forgetting.enabled=false"])
+    assert result.exit_code == 0, result.output
+    return tmp_path / "run"
+
+
+def metrics(run: Path) -> dict:
+    return json.loads((run / "metrics.json").read_text())
+
+
+@pytest.mark.parametrize("method", [LORA, FULL], ids=["lora", "full"])
+@pytest.mark.parametrize("objective", ["dpo", "orpo", "kto"])
+def test_each_objective_moves_held_out_preferences(tmp_path, tiny_model_dir, objective, method):
+    run = aligned_run(tmp_path, tiny_model_dir, {"name": objective}, method)
+    report = metrics(run)
+    held_out = report["preference"]
+    if objective == "kto":  # 8 pairs held out: 16 answers, each judged
+        assert held_out["rows"] == 16 and report["data"]["desirable"] == report["data"]["undesirable"] == 32
+        assert held_out["gap"] > 0, held_out  # desirable answers gained on undesirable ones
+    else:
+        assert held_out["rows"] == 8
+        before, after = held_out["before"]["logprob_margin"], held_out["after"]["logprob_margin"]
+        assert after["mean"] > before["mean"], held_out
+        low, high = after["ci95"]
+        assert low <= after["mean"] <= high
+    if objective == "dpo":
+        assert held_out["reward_margin"]["mean"] > 0 and held_out["reward_accuracy"]["mean"] > 0.5
+    # ORPO has no reference model; DPO and KTO score theirs once, before the first step.
+    assert (report["reference_batches_computed"] > 0) == (objective != "orpo")
+    assert (run / ("adapter" if method is LORA else "model")).is_dir() and (run / "COMPLETE").is_file()
+
+
+def test_reference_log_probs_are_computed_once_and_reused(tmp_path, tiny_model_dir):
+    objective = {"name": "dpo", "beta": 0.2}
+    first = aligned_run(tmp_path, tiny_model_dir, objective, LORA)
+    assert metrics(first)["reference_batches_computed"] == 9  # 32 training rows in 4s, 8 held out in one batch
+    weights = load_file(str(first / "adapter" / "adapter_model.safetensors"))
+
+    # The same config again, over the finished run: the cache in preference_data/ is kept and read back.
+    again = run_cli(
+        ["train", str(tmp_path / "config.yaml"), "forgetting.enabled=false", "train.overwrite_output_dir=true"]
+    )
+    assert again.exit_code == 0, again.output
+    assert metrics(first)["reference_batches_computed"] == 0 and "read from its cache" in again.output
+    rerun = load_file(str(first / "adapter" / "adapter_model.safetensors"))
+    assert all(torch.equal(weights[k], rerun[k]) for k in weights), "cached reference log-probs changed training"
+
+    # Other rows: a new key, computed again.
+    changed = aligned_run(tmp_path / "changed", tiny_model_dir, objective, LORA, rows=pair_rows(seed=1))
+    assert metrics(changed)["reference_batches_computed"] == 9
+
+
+@pytest.mark.parametrize("objective", ["dpo", "orpo", "kto"])
+def test_kill_minus_nine_then_resume_equals_uninterrupted(tmp_path, tiny_model_dir, objective):
+    straight = aligned_run(tmp_path / "a", tiny_model_dir, {"name": objective}, LORA, save_steps=2)
+
+    killed_dir = tmp_path / "b"
+    killed_dir.mkdir()
+    data = {"train": str(write_jsonl(killed_dir / "pairs.jsonl", pair_rows())), "val_size": 8}
+    schedule = {**QUICK, "learning_rate": RATE["lora"], "save_steps": 2}
+    config = write_config(
+        killed_dir, tiny_model_dir, method=LORA, train=schedule, data=data, objective={"name": objective}
+    )
+    cfg = config.read_text().replace("max_items: 12", "enabled: false")
+    config.write_text(cfg)
+    proc = subprocess.run([sys.executable, "-c", KILLER, str(config), "5"], capture_output=True, text=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    assert not (killed_dir / "run" / "COMPLETE").exists()
+
+    resumed = run_cli(["train", str(config), "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    assert "resuming from checkpoint-4" in resumed.output
+    if objective != "orpo":  # the reference log-probs came back from the cache the killed run wrote
+        assert metrics(killed_dir / "run")["reference_batches_computed"] == 0
+    a = load_file(str(straight / "adapter" / "adapter_model.safetensors"))
+    b = load_file(str(killed_dir / "run" / "adapter" / "adapter_model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), f"{objective}: resumed weights differ"
+
+
+def test_an_aligned_run_generates_like_any_run(tmp_path, tiny_model_dir):
+    run = aligned_run(tmp_path, tiny_model_dir, {"name": "dpo"}, LORA)
+    result = run_cli(["generate", str(run), "What is 2+3?", "--max-new-tokens", "4"])
+    assert result.exit_code == 0 and result.output.strip(), result.output
