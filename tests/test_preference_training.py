@@ -34,10 +34,31 @@ def pair_rows(n: int = 40, seed: int = 0) -> list[dict]:
     ]
 
 
+# GRPO: prompts, and a reward the tiny random model can learn within a few steps (shorter answers).
+SHORTER = "def shorter(prompts, completions, **columns):\n    return [-len(c) / 40 for c in completions]\n"
+GRPO = {"name": "grpo", "num_generations": 4, "max_completion_length": 8, "rewards": [{"name": "python"}]}
+GRPO_TRAIN = {"max_steps": 12, "per_device_train_batch_size": 8, "save_steps": 4, "logging_steps": 4}
+RATE["grpo"] = 3e-2
+
+
+def prompt_rows(n: int = 24) -> list[dict]:
+    return [{"prompt": f"Give JSON for item {i}", "reference": json.dumps({"id": i % 3})} for i in range(n)]
+
+
+def grpo_objective(folder: Path) -> dict:
+    (folder / "rewards.py").write_text(SHORTER)
+    return {**GRPO, "rewards": [{"name": "python", "function": f"{folder / 'rewards.py'}:shorter"}]}
+
+
 def aligned_run(tmp_path: Path, model_dir: Path, objective: dict, method: dict, rows=None, **train) -> Path:
-    """Train through the CLI; the config (8 rows held out) is tmp_path/config.yaml, the run tmp_path/run."""
+    """Train through the CLI; config (8 rows held out, 4 for grpo) in tmp_path/config.yaml, the run in tmp_path/run."""
     tmp_path.mkdir(parents=True, exist_ok=True)
-    data = {"train": str(write_jsonl(tmp_path / "pairs.jsonl", rows or pair_rows())), "val_size": 8}
+    if objective["name"] == "grpo":
+        objective, rows, held = grpo_objective(tmp_path), rows or prompt_rows(), 4
+        train = {**GRPO_TRAIN, "learning_rate": RATE["grpo"], **train}
+    else:
+        held = 8
+    data = {"train": str(write_jsonl(tmp_path / "pairs.jsonl", rows or pair_rows())), "val_size": held}
     schedule = {**QUICK, "learning_rate": RATE[method["name"]], **train}
     config = write_config(tmp_path, model_dir, method=method, train=schedule, data=data, objective=objective)
     result = run_cli(["train", str(config), "forgetting.enabled=false"])
@@ -47,6 +68,17 @@ def aligned_run(tmp_path: Path, model_dir: Path, objective: dict, method: dict, 
 
 def metrics(run: Path) -> dict:
     return json.loads((run / "metrics.json").read_text())
+
+
+@pytest.mark.parametrize("method", [LORA, FULL], ids=["lora", "full"])
+def test_grpo_raises_the_held_out_reward(tmp_path, tiny_model_dir, method):
+    run = aligned_run(
+        tmp_path, tiny_model_dir, {"name": "grpo"}, method, learning_rate=RATE["grpo"] / (1 if method is LORA else 10)
+    )
+    held_out = metrics(run)["preference"]
+    assert held_out["rows"] == 4 and set(held_out["before"]["by_reward"]) == {"shorter"}
+    assert held_out["after"]["reward"]["mean"] > held_out["before"]["reward"]["mean"], held_out
+    assert metrics(run)["reference_batches_computed"] == 0  # beta 0: no reference at all
 
 
 @pytest.mark.parametrize("method", [LORA, FULL], ids=["lora", "full"])
@@ -91,19 +123,19 @@ def test_reference_log_probs_are_computed_once_and_reused(tmp_path, tiny_model_d
     assert metrics(changed)["reference_batches_computed"] == 9
 
 
-@pytest.mark.parametrize("objective", ["dpo", "orpo", "kto"])
+@pytest.mark.parametrize("objective", ["dpo", "orpo", "kto", "grpo"])
 def test_kill_minus_nine_then_resume_equals_uninterrupted(tmp_path, tiny_model_dir, objective):
     straight = aligned_run(tmp_path / "a", tiny_model_dir, {"name": objective}, LORA, save_steps=2)
 
+    # The same run in b/, killed after step 5 (checkpoints at 2 and 4), then resumed.
     killed_dir = tmp_path / "b"
     killed_dir.mkdir()
-    data = {"train": str(write_jsonl(killed_dir / "pairs.jsonl", pair_rows())), "val_size": 8}
-    schedule = {**QUICK, "learning_rate": RATE["lora"], "save_steps": 2}
-    config = write_config(
-        killed_dir, tiny_model_dir, method=LORA, train=schedule, data=data, objective={"name": objective}
-    )
-    cfg = config.read_text().replace("max_items: 12", "enabled: false")
-    config.write_text(cfg)
+    for name in ("pairs.jsonl", "rewards.py"):
+        if (tmp_path / "a" / name).is_file():
+            (killed_dir / name).write_text((tmp_path / "a" / name).read_text())
+    config = killed_dir / "config.yaml"
+    settings = (tmp_path / "a" / "config.yaml").read_text().replace(str(tmp_path / "a"), str(killed_dir))
+    config.write_text(settings.replace("max_items: 12", "enabled: false"))
     proc = subprocess.run([sys.executable, "-c", KILLER, str(config), "5"], capture_output=True, text=True)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     assert not (killed_dir / "run" / "COMPLETE").exists()
@@ -111,7 +143,7 @@ def test_kill_minus_nine_then_resume_equals_uninterrupted(tmp_path, tiny_model_d
     resumed = run_cli(["train", str(config), "--resume"])
     assert resumed.exit_code == 0, resumed.output
     assert "resuming from checkpoint-4" in resumed.output
-    if objective != "orpo":  # the reference log-probs came back from the cache the killed run wrote
+    if objective in ("dpo", "kto"):  # the reference log-probs came back from the cache the killed run wrote
         assert metrics(killed_dir / "run")["reference_batches_computed"] == 0
     a = load_file(str(straight / "adapter" / "adapter_model.safetensors"))
     b = load_file(str(killed_dir / "run" / "adapter" / "adapter_model.safetensors"))

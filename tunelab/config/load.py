@@ -19,10 +19,11 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from tunelab.config.methods import METHOD_MODELS, LoraMethod
-from tunelab.config.objectives import OBJECTIVE_MODELS, SftObjective
+from tunelab.config.objectives import OBJECTIVE_MODELS, REWARD_CLASSES, SftObjective
 from tunelab.config.schema import RunConfig
 from tunelab.errors import ConfigError
 
+REWARD_NAMES = {cls.model_fields["name"].annotation.__args__[0] for cls in REWARD_CLASSES}
 # The sections that are a discriminated union on `name`: their classes by name, and the default class.
 UNIONS: dict[str, tuple[dict[str, type[BaseModel]], type[BaseModel]]] = {
     "method": (METHOD_MODELS, LoraMethod),
@@ -301,8 +302,9 @@ def _line_of(problem: str) -> int:
 def _user_key_path(loc: tuple[str, ...], raw: dict[str, Any]) -> tuple[str, ...]:
     # Pydantic puts the union tag into the location (`method.lora.r`); users wrote `method.r`.
     if len(loc) >= 2 and loc[0] in UNIONS and loc[1] in UNIONS[loc[0]][0]:
-        return (loc[0], *loc[2:])
-    return loc
+        loc = (loc[0], *loc[2:])
+    # Likewise inside a list of a union (`objective.rewards.0.regex.pattern`): users wrote `rewards.0.pattern`.
+    return tuple(p for i, p in enumerate(loc) if not (i and loc[i - 1].isdigit() and p in REWARD_NAMES))
 
 
 def _suggestion(key_path: tuple[str, ...], raw: dict[str, Any]) -> str:

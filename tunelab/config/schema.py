@@ -54,12 +54,22 @@ class DataConfig(Strict):
         "deterministically from `train.seed`. Not allowed together with `validation`.",
     )
     format: Literal[
-        "auto", "prompt_completion", "alpaca", "chat", "text", "classification", "pairs", "openai_preference", "kto"
+        "auto",
+        "prompt_completion",
+        "alpaca",
+        "chat",
+        "text",
+        "classification",
+        "pairs",
+        "openai_preference",
+        "kto",
+        "prompts",
     ] = Field(
         "auto",
         description="Row format; `auto` detects it from the fields of the rows. For objective sft: prompt_completion, "
         "alpaca, chat, text, classification. For dpo/orpo: pairs ({prompt, chosen, rejected}) or openai_preference "
-        "(OpenAI's preference fine-tuning JSONL); for kto: kto ({prompt, completion, label}) or pairs.",
+        "(OpenAI's preference fine-tuning JSONL); for kto: kto ({prompt, completion, label}) or pairs; for grpo: "
+        "prompts ({prompt, reference?, ...}; prompt_completion rows too, the completion as the reference).",
     )
     labels: list[str] | None = Field(
         None, description="Classification label set. Default: the labels seen in the training file."

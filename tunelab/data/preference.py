@@ -7,7 +7,9 @@ Formats (`data.format`, or detected from the rows' fields):
   an answer's is one assistant message), so TRL's "conversational" rows read as they are;
 - openai_preference: OpenAI's preference fine-tuning JSONL, {"input": {"messages": [...]}, "preferred_output":
   [assistant message], "non_preferred_output": [assistant message]}, so DPO files made for OpenAI work here;
-- kto: {"prompt", "completion", "label": true|false} (unpaired, for objective kto; pairs are unpaired for it too).
+- kto: {"prompt", "completion", "label": true|false} (unpaired, for objective kto; pairs are unpaired for it too);
+- prompts: {"prompt", "reference"?, ...} for objective grpo: what to answer, and what the rewards compare with
+  (a prompt_completion row's completion is its reference); every other field goes to the rewards as a column.
 """
 
 from __future__ import annotations
@@ -48,10 +50,19 @@ class Judged:
     where: str
 
 
+@dataclass(frozen=True)
+class Prompted:
+    """A prompt to sample answers for, with the fields the rewards read (`reference`, ...)."""
+
+    prompt: list[Message]
+    columns: dict[str, Any]
+    where: str
+
+
 @dataclass
 class PreferenceSet:
     format: str
-    train: list[Any]  # Pair or Judged rows
+    train: list[Any]  # Pair, Judged or Prompted rows
     validation: list[Any]
     rows_read: int
     skipped: dict[str, int] = field(default_factory=dict)
@@ -126,16 +137,27 @@ def kto(row: dict[str, Any], where: str) -> Judged:
     return Judged(_prompt(row.get("prompt"), "prompt"), _answer(row.get("completion"), "completion"), label, where)
 
 
+def prompts(row: dict[str, Any], where: str) -> Prompted:
+    columns = {key: value for key, value in row.items() if key != "prompt"}
+    if "reference" not in columns and "completion" in columns:
+        columns["reference"] = columns.pop("completion")
+    if "reference" in columns and not isinstance(columns["reference"], str):
+        raise RowError("wrong_type", "reference", f"is a {type_name(columns['reference'])}", "write it as a string")
+    return Prompted(_prompt(row.get("prompt"), "prompt"), columns, where)
+
+
 _PAIR, _OPENAI = ("chosen", "rejected"), ("preferred_output", "non_preferred_output")
 # name -> (the fields that tell the format, converter). Detection order: openai_preference's rows have no prompt.
 FORMATS: dict[str, tuple[set[str], Callable[[dict[str, Any], str], Any]]] = {
     "pairs": ({"prompt", "chosen", "rejected"}, pairs),
     "openai_preference": ({"input", "preferred_output", "non_preferred_output"}, openai_preference),
     "kto": ({"prompt", "completion", "label"}, kto),
+    "prompts": ({"prompt"}, prompts),
 }
 # The formats each preference objective trains on.
 ACCEPTS = {"dpo": ("pairs", "openai_preference"), "orpo": ("pairs", "openai_preference")}
 ACCEPTS["kto"] = ("kto", "pairs", "openai_preference")
+ACCEPTS["grpo"] = ("prompts",)
 
 
 def preflight(cfg: RunConfig) -> PreferenceSet:
@@ -156,6 +178,9 @@ def preflight(cfg: RunConfig) -> PreferenceSet:
             val_problems.append(Problem(r.where, "duplicate", "", reason, "remove it from one of the two"))
     if cfg.objective.name == "kto":  # after the checks, so that a bad pair counts as one bad row
         train, validation = _judged(train), _judged(validation)
+    if cfg.objective.name == "grpo":
+        train, problems = _with_references(train, problems, cfg.objective.rewards)
+        validation, val_problems = _with_references(validation, val_problems, cfg.objective.rewards)
     rows = PreferenceSet(fmt, train, validation, len(train_records) + len(val_records))
     rows.problems = problems + val_problems
     rows.skipped = resolve(rows.problems, rows.rows_read, cfg.data)
@@ -199,6 +224,33 @@ def _convert(records: list[Record], fmt: str) -> tuple[list[Any], list[Problem]]
     return rows, problems
 
 
+def _with_references(rows: list[Prompted], problems: list[Problem], rewards: list[Any]):
+    """Rows whose rewards can score them: exact_match and field_match compare with the row's reference (a JSON
+    object for field_match); the others are bad rows."""
+    needs = {reward.name for reward in rewards} & {"exact_match", "field_match"}
+    if not needs:
+        return rows, problems
+    kept = []
+    for row in rows:
+        reference = row.columns.get("reference")
+        if reference is None:
+            fix = f"add the expected answer as 'reference' (rewards {', '.join(sorted(needs))} compare with it)"
+            problems.append(Problem(row.where, "missing_field", "reference", "is missing", fix))
+        elif "field_match" in needs and not isinstance(_json_object(reference), dict):
+            fix = "field_match compares JSON fields: write the reference as a JSON object"
+            problems.append(Problem(row.where, "wrong_type", "reference", "is not a JSON object", fix))
+        else:
+            kept.append(row)
+    return kept, problems
+
+
+def _json_object(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
 def _judged(rows: list[Any]) -> list[Judged]:
     return [judged for row in rows for judged in (unpaired(row) if isinstance(row, Pair) else [row])]
 
@@ -209,7 +261,10 @@ def unpaired(pair: Pair) -> list[Judged]:
 
 
 def _key(row: Any) -> str:
-    answers = [row.chosen, row.rejected] if isinstance(row, Pair) else [row.completion, row.desirable]
+    if isinstance(row, Prompted):
+        answers = [json.dumps(row.columns, sort_keys=True)]
+    else:
+        answers = [row.chosen, row.rejected] if isinstance(row, Pair) else [row.completion, row.desirable]
     return json.dumps([[(m["role"], " ".join(m["content"].split())) for m in row.prompt], answers])
 
 

@@ -9,7 +9,8 @@ tokenized as generation sees them (`encode_prompt`, then the answer). For pairs:
 of rows whose chosen answer is the more likely one, the margin the mean log-probability difference; after
 training, the implicit reward margin beta * ((chosen_after - chosen_before) - (rejected_after - rejected_before)),
 the quantity DPO raises, with the model before training as the reference (which it is). For unpaired (kto) rows:
-the mean change in log-probability of desirable and of undesirable answers, and the gap between the two.
+the mean change in log-probability of desirable and of undesirable answers, and the gap between the two. For grpo
+(prompts): the mean reward (the objective's rewards, weighted) of the greedy answer to each held-out prompt.
 Intervals are 95% percentile bootstraps over rows.
 """
 
@@ -20,10 +21,12 @@ from typing import Any
 
 from tunelab.config import RunConfig
 from tunelab.console import info
-from tunelab.data.preference import Judged, Pair, PreferenceSet
+from tunelab.data.preference import Judged, Pair, PreferenceSet, Prompted
 from tunelab.data.templates import encode_prompt
 from tunelab.evaluation.bootstrap import mean_interval
 from tunelab.evaluation.likelihood import IGNORE_INDEX, sequence_logprobs
+from tunelab.evaluation.rewards import reward_functions, total_rewards
+from tunelab.inference.generation import Decoding, generate
 
 
 def logprobs(model: Any, tokenizer: Any, rows: list[Any], template: str, system: str | None, batch_size: int = 8):
@@ -41,6 +44,21 @@ def logprobs(model: Any, tokenizer: Any, rows: list[Any], template: str, system:
     return list(zip(scores[0::2], scores[1::2], strict=True))
 
 
+def rewards(model: Any, tokenizer: Any, rows: list[Prompted], cfg: RunConfig) -> dict[str, Any]:
+    """Each held-out prompt's greedy answer, its weighted reward, and each reward's mean."""
+    objective, batch = cfg.objective, cfg.train.per_device_eval_batch_size
+    decoding = Decoding(max_new_tokens=objective.max_completion_length)
+    prompts = [row.prompt for row in rows]
+    answers = generate(
+        model, tokenizer, prompts, decoding, batch_size=batch, template=cfg.data.template, system=cfg.data.system
+    )
+    keys = sorted({key for row in rows for key in row.columns})
+    columns = {key: [row.columns.get(key) for row in rows] for key in keys}
+    functions, weights = reward_functions(objective.rewards)
+    totals, means = total_rewards(functions, weights, prompts, answers, columns)
+    return {"totals": totals, "by_reward": means, "examples": answers[:3]}
+
+
 def _stat(values: list[float]) -> dict[str, Any]:
     mean = sum(values) / len(values) if values else float("nan")
     return {"mean": mean, "ci95": list(mean_interval(values))}
@@ -56,6 +74,13 @@ def pair_summary(scores: list[tuple[float, float]]) -> dict[str, Any]:
 
 def compare(before: list[Any], after: list[Any], rows: list[Any], beta: float | None) -> dict[str, Any]:
     """The held-out report: each side's summary, and what moved between them."""
+    if rows and isinstance(rows[0], Prompted):
+        change = [a - b for a, b in zip(after["totals"], before["totals"], strict=True)]
+        sides = {
+            side: {"reward": _stat(scores["totals"]), "by_reward": scores["by_reward"], "examples": scores["examples"]}
+            for side, scores in (("before", before), ("after", after))
+        }
+        return {"rows": len(rows), **sides, "reward_change": _stat(change)}
     if rows and isinstance(rows[0], Judged):
         change = [a - b for a, b in zip(after, before, strict=True)]
         good = [c for c, row in zip(change, rows, strict=True) if row.desirable]
@@ -83,6 +108,9 @@ def summary(report: dict[str, Any]) -> str:
         low, high = (scale * v for v in stat["ci95"])
         return f"{scale * stat['mean']:.1f}{unit} [{low:.1f}, {high:.1f}]"
 
+    if "reward_change" in report:
+        before, after = report["before"]["reward"], report["after"]["reward"]
+        return f"held-out prompts ({report['rows']}): mean reward {show(before)} -> {show(after)}"
     if "before" in report:
         before, after = report["before"], report["after"]
         line = (
@@ -118,13 +146,15 @@ class HeldOut:
         return cls(cfg, tokenizer, rows.validation, cls._score(cfg, tokenizer, rows.validation, model))
 
     @staticmethod
-    def _score(cfg: RunConfig, tokenizer: Any, rows: list[Any], model: Any) -> list[Any]:
+    def _score(cfg: RunConfig, tokenizer: Any, rows: list[Any], model: Any) -> Any:
+        if isinstance(rows[0], Prompted):
+            return rewards(model, tokenizer, rows, cfg)
         batch = cfg.train.per_device_eval_batch_size
         return logprobs(model, tokenizer, rows, cfg.data.template, cfg.data.system, batch)
 
     def report(self, model: Any) -> dict[str, Any]:
-        # ORPO has no reference model, so no implicit reward to report.
-        beta = getattr(self.cfg.objective, "beta", None) if self.cfg.objective.name != "orpo" else None
+        # Only DPO and KTO have the implicit reward beta * log-ratio (ORPO has no reference; GRPO its own rewards).
+        beta = getattr(self.cfg.objective, "beta", None) if self.cfg.objective.name in ("dpo", "kto") else None
         result = compare(self.before, self._score(self.cfg, self.tokenizer, self.rows, model), self.rows, beta)
         info(summary(result))
         return result

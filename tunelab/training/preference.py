@@ -1,4 +1,4 @@
-"""Preference objectives (dpo, orpo, kto) on TRL's trainers, configured from the run config, composed not patched.
+"""Preference objectives (dpo, orpo, kto) and GRPO on TRL's trainers, configured from the run config, composed.
 
     trainer = build(cfg, model, tokenizer, rows, run_dir, device, dtype)   # rows: data.preference.PreferenceSet
 
@@ -17,6 +17,7 @@ running the reference forward passes again; a change in any of those makes a new
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -31,8 +32,9 @@ from transformers import PrinterCallback
 from tunelab.artifacts import RunDir, replace_dir
 from tunelab.config.schema import RunConfig
 from tunelab.console import info
-from tunelab.data.preference import Judged, Pair, PreferenceSet
+from tunelab.data.preference import Judged, Pair, PreferenceSet, Prompted
 from tunelab.data.templates import render_prompt
+from tunelab.evaluation.rewards import reward_functions
 from tunelab.training import activation_checkpointing
 from tunelab.training.trainer import FiniteLoss, argument_values, standard_callbacks
 
@@ -46,7 +48,6 @@ class ObjectiveTrainer:
     config_class: type
     trainer_class: type
     options: Any  # objective config -> dict of the TRL config's options
-    paired: bool  # rows are Pair (dpo, orpo) or Judged (kto)
 
 
 def _dpo_options(objective: Any) -> dict[str, Any]:
@@ -66,18 +67,27 @@ def objective_trainer(name: str) -> ObjectiveTrainer:
     if name == "dpo":
         from trl import DPOConfig, DPOTrainer
 
-        return ObjectiveTrainer(DPOConfig, _with_finite_loss(DPOTrainer), _dpo_options, paired=True)
+        return ObjectiveTrainer(DPOConfig, _with_finite_loss(DPOTrainer), _dpo_options)
     if name == "orpo":
         from trl.experimental.orpo import ORPOConfig, ORPOTrainer
 
         # remove_unused_columns=False: ORPO's collator reads the rows' own columns (it warns and sets it otherwise).
         options = lambda o: {"beta": o.beta, "remove_unused_columns": False}  # noqa: E731
-        return ObjectiveTrainer(ORPOConfig, _with_finite_loss(ORPOTrainer), options, paired=True)
+        return ObjectiveTrainer(ORPOConfig, _with_finite_loss(ORPOTrainer), options)
     if name == "kto":
         from trl import KTOConfig, KTOTrainer
 
-        return ObjectiveTrainer(KTOConfig, _with_finite_loss(KTOTrainer), _kto_options, paired=False)
+        return ObjectiveTrainer(KTOConfig, _with_finite_loss(KTOTrainer), _kto_options)
+    if name == "grpo":
+        from trl import GRPOConfig, GRPOTrainer
+
+        return ObjectiveTrainer(GRPOConfig, _with_finite_loss(GRPOTrainer), _grpo_options)
     raise ValueError(f"not a preference objective: {name!r}")
+
+
+def _grpo_options(objective: Any) -> dict[str, Any]:
+    options = {key: getattr(objective, key) for key in ("num_generations", "max_completion_length", "temperature")}
+    return {**options, "beta": objective.beta, "reward_weights": [r.weight for r in objective.rewards]}
 
 
 class CountsReferencePasses:
@@ -117,13 +127,13 @@ def build(
         stored_rows(run_dir, "validation", table(cfg, tokenizer, rows.validation)) if rows.validation else None
     )
     values = argument_values(cfg, run_dir, device, dtype, validation is not None)
+    # gradient_checkpointing: TRL's default is on; tunelab decides checkpointing itself (planning).
+    common = {"max_length": cfg.train.max_seq_length, "gradient_checkpointing": False, "dataset_num_proc": None}
+    known = {f.name for f in dataclasses.fields(spec.config_class)}
     args = spec.config_class(
-        **values,
-        **spec.options(cfg.objective),
-        max_length=cfg.train.max_seq_length,
-        gradient_checkpointing=False,  # TRL's default is on; tunelab decides checkpointing itself (planning)
-        dataset_num_proc=None,
+        **values, **spec.options(cfg.objective), **{k: v for k, v in common.items() if k in known}
     )
+    rewards = {"reward_funcs": reward_functions(cfg.objective.rewards)[0]} if cfg.objective.name == "grpo" else {}
     trainer = spec.trainer_class(
         model=model,
         args=args,
@@ -131,6 +141,7 @@ def build(
         eval_dataset=validation,
         processing_class=tokenizer,
         callbacks=[*standard_callbacks(cfg, run_dir), *callbacks],
+        **rewards,
     )
     trainer.remove_callback(PrinterCallback)  # LiveProgress prints the logs
     if args_precompute(args):
@@ -144,14 +155,16 @@ def args_precompute(args) -> bool:
     return bool(getattr(args, "precompute_ref_log_probs", False))
 
 
-def table(cfg: RunConfig, tokenizer, rows: list[Pair] | list[Judged]) -> list[dict[str, Any]]:
+def table(cfg: RunConfig, tokenizer, rows: list[Any]) -> list[dict[str, Any]]:
     """Rows as TRL's plain-text preference rows, prompts rendered as generation renders them."""
 
-    def prompt(row: Pair | Judged) -> str:
+    def prompt(row: Pair | Judged | Prompted) -> str:
         return render_prompt(tokenizer, row.prompt, cfg.data.template, cfg.data.system)
 
     if rows and isinstance(rows[0], Judged):
         return [{"prompt": prompt(r), "completion": r.completion, "label": r.desirable} for r in rows]
+    if rows and isinstance(rows[0], Prompted):  # the rewards read the other fields as columns
+        return [{**r.columns, "prompt": prompt(r)} for r in rows]
     return [{"prompt": prompt(r), "chosen": r.chosen, "rejected": r.rejected} for r in rows]
 
 

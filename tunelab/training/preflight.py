@@ -17,7 +17,7 @@ from tunelab.config.load import dump, validate
 from tunelab.config.schema import RunConfig
 from tunelab.data import preference
 from tunelab.errors import ConfigError, TunelabError
-from tunelab.evaluation import during_training
+from tunelab.evaluation import during_training, rewards
 from tunelab.evaluation.metrics import unknown_metrics
 
 # Keys a resumed run may change: extending training is the usual reason to resume with edits.
@@ -56,6 +56,8 @@ def check_objective(cfg: RunConfig) -> list[str]:
             f"objective {name} with method {cfg.method.name}: not supported; use method.name "
             f"{', '.join(PREFERENCE_METHODS)} (DoRA: lora with use_dora: true)"
         )
+    if name == "grpo":
+        problems += check_grpo(cfg)
     if cfg.data.replay_fraction:
         problems.append(
             f"data.replay_fraction mixes in supervised rows, which objective {name} does not train on; set it to 0"
@@ -67,6 +69,25 @@ def check_objective(cfg: RunConfig) -> list[str]:
         return problems
     if task != "causal_lm":
         problems.append(f"objective {name} trains a text generator (causal_lm); model.task resolves to {task}")
+    return problems
+
+
+def check_grpo(cfg: RunConfig) -> list[str]:
+    """A batch holds whole groups of answers; the user's reward functions load."""
+    problems = []
+    t, group = cfg.train, cfg.objective.num_generations
+    batch = t.per_device_train_batch_size * t.gradient_accumulation_steps
+    if batch % group:
+        problems.append(
+            f"objective.num_generations={group} must divide the batch (per_device_train_batch_size x "
+            f"gradient_accumulation_steps = {batch}): set per_device_train_batch_size to a multiple of {group}"
+        )
+    for spec in cfg.objective.rewards:
+        if spec.name == "python":
+            try:
+                rewards.user_function(spec)
+            except ConfigError as exc:
+                problems.append(str(exc))
     return problems
 
 
