@@ -450,3 +450,44 @@ def test_checkpointing_lowers_the_activations_and_adds_time_when_configured(tmp_
         assert after.memory.activations < middle.memory.activations < before.memory.activations, label
         assert after.seconds_per_epoch > middle.seconds_per_epoch == before.seconds_per_epoch, label
     assert any("selective activation checkpointing" in note for note in selective.notes)
+
+
+# ------------------------------------------------------------------ preference objectives
+
+
+def objective_config(tmp_path, tiny_model_dir, rows, objective, **train):
+    from tests.helpers import write_jsonl
+
+    data = {"train": str(write_jsonl(tmp_path / "rows.jsonl", rows))}
+    cfg = {"model": {"name": str(tiny_model_dir), "dtype": "float32"}, "data": data, "objective": objective}
+    return config.validate({**cfg, "train": {"per_device_train_batch_size": 4, **train}})
+
+
+def test_a_pair_is_two_sequences_and_unsupported_methods_are_said_so(tmp_path, tiny_model_dir, machine_cache):
+    pairs = [{"prompt": f"q{i}", "chosen": "yes", "rejected": "no no no"} for i in range(12)]
+    cfg = objective_config(tmp_path, tiny_model_dir, pairs, {"name": "dpo"})
+    result = planner.plan(cfg)
+    assert result.tokens.rows == 24 and result.tokens.batch_size == 8 and result.tokens.steps_per_epoch == 3
+    rows = {row.label: row for row in result.rows}
+    assert rows["prompt_tuning"].unavailable == "objective dpo trains with lora, qlora, full, freeze"
+    assert rows["lora"].memory is not None and rows["lora"].memory.objective == 0  # reference precomputed
+    assert any("two sequences" in note for note in result.notes)
+
+
+def test_grpo_counts_its_groups_and_their_generation_cache(tmp_path, tiny_model_dir, machine_cache):
+    prompts = [{"prompt": f"question {i}"} for i in range(6)]
+    rewards = [{"name": "valid_json"}]
+    small = {"name": "grpo", "rewards": rewards, "num_generations": 4, "max_completion_length": 16}
+    base = planner.plan(objective_config(tmp_path, tiny_model_dir, prompts, small))
+    assert base.tokens.rows == 24 and base.tokens.steps_per_epoch == 6  # 6 prompts x 4 answers, 4 a step
+    hf = tiny_hf_config(tiny_model_dir)
+    kv_per_token = 2 * hf.num_hidden_layers * hf.num_key_value_heads * (hf.hidden_size // hf.num_attention_heads) * 4
+    lora = {row.label: row for row in base.rows}["lora"].memory
+    assert lora.objective == 4 * base.tokens.longest_row * kv_per_token  # the generation batch's KV cache, fp32
+    longer = planner.plan(objective_config(tmp_path, tiny_model_dir, prompts, {**small, "max_completion_length": 64}))
+    assert {r.label: r for r in longer.rows}["lora"].memory.objective > lora.objective
+    # With a KL penalty, full fine-tuning keeps a reference copy of the weights; an adapter's is its base.
+    kl = planner.plan(objective_config(tmp_path, tiny_model_dir, prompts, {**small, "beta": 0.04}))
+    by_label = {r.label: r.memory for r in kl.rows}
+    assert by_label["full"].objective == lora.objective + by_label["full"].weights
+    assert by_label["lora"].objective == lora.objective

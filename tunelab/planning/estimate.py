@@ -72,20 +72,26 @@ class MemoryEstimate:
     step_transient: int  # what the step adds at its peak: max(factor x (activations + logits), gradients)
     evaluation: int
     overhead: int
+    objective: int = 0  # what a preference objective holds beside the step (tunelab.planning.objectives)
 
     @property
     def total(self) -> int:
-        return self.weights + self.optimizer + self.step_transient + self.evaluation + self.overhead
+        return self.weights + self.optimizer + self.step_transient + self.evaluation + self.overhead + self.objective
 
     def as_dict(self) -> dict[str, int]:
         return {**asdict(self), "total": self.total}
 
 
 def estimate_memory(
-    layout: Layout, stats: TokenStats, compute_bytes: int, device_type: str, eval_positions: int = 0
+    layout: Layout,
+    stats: TokenStats,
+    compute_bytes: int,
+    device_type: str,
+    eval_positions: int = 0,
+    objective: int = 0,
 ) -> MemoryEstimate:
     """Peak memory of a training step with the biggest batch the data can produce, then an evaluation batch
-    of `eval_positions` tokens (0: the run evaluates nothing)."""
+    of `eval_positions` tokens (0: the run evaluates nothing), plus `objective` bytes held beside them."""
     batch_tokens = train_batch_tokens(layout, stats)
     activations = batch_tokens * saved_bytes_per_token(layout) + layout.cast_copy_bytes
     logits = logit_positions(layout, stats) * layout.vocab_size * (compute_bytes + 2 * FP32)
@@ -99,6 +105,7 @@ def estimate_memory(
         step_transient=max(int(factor * (activations + logits)), layout.trainable_bytes),
         evaluation=eval_positions * layout.vocab_size * (compute_bytes + 2 * FP32),
         overhead=CUDA_CONTEXT if device_type == "cuda" else RUNTIME_OVERHEAD.get(device_type, RUNTIME_OVERHEAD["cpu"]),
+        objective=objective,
     )
 
 

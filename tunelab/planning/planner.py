@@ -21,9 +21,10 @@ from tunelab import methods, models
 from tunelab.config import RunConfig
 from tunelab.config.methods import METHOD_MODELS, LoraOptions
 from tunelab.errors import ConfigError, TunelabError
-from tunelab.planning import estimate, machine, recommend
+from tunelab.planning import estimate, machine, objectives, recommend
 from tunelab.planning.shape import Layout, method_layout, model_config
 from tunelab.planning.tokens import TokenStats, assumed_stats, token_stats
+from tunelab.training.preflight import PREFERENCE_METHODS
 
 # One row per registered method and variant (MethodSpec.plan_variants: qlora once per base precision), as
 # (label, method name, options); labels are recommend.CAPABILITY entries.
@@ -81,7 +82,7 @@ def plan(cfg: RunConfig) -> Plan:
         configured=configured_label(cfg.method),
         rows=rows,
         recommendation=recommend.recommend(candidates, available),
-        notes=notes(stats, device, setting.checkpointing),
+        notes=notes(stats, device, setting.checkpointing) + objectives.notes(cfg),
     )
 
 
@@ -142,6 +143,8 @@ def data_tokens(cfg: RunConfig) -> TokenStats:
         tokenizer = models.load_tokenizer(cfg.model)
     except (TunelabError, OSError) as err:
         return assumed_stats(cfg, f"tokenizer not loaded ({str(err).splitlines()[0]})")
+    if cfg.objective.name != "sft":
+        return objectives.objective_stats(cfg, tokenizer)
     return token_stats(cfg, tokenizer)
 
 
@@ -176,6 +179,7 @@ class Setting:
     dtype: torch.dtype
     device: torch.device
     rate: float  # matmul FLOP/s
+    cfg: RunConfig | None = None  # the run's objective and batch sizes (tunelab.planning.objectives)
 
 
 def run_setting(
@@ -191,12 +195,14 @@ def run_setting(
         hf_config=hf_config,
         stats=stats,
         eval_positions=estimate.evaluation_positions(cfg, stats),
-        sparse_lm_head=cfg.train.sparse_lm_head,
-        padding_free=cfg.train.padding_free is not False,
+        # TRL's trainers (preference objectives) use neither the sparse LM head nor padding-free batches.
+        sparse_lm_head=cfg.train.sparse_lm_head and cfg.objective.name == "sft",
+        padding_free=cfg.train.padding_free is not False and cfg.objective.name == "sft",
         checkpointing=checkpointing,
         dtype=dtype,
         device=device,
         rate=rate,
+        cfg=cfg,
     )
 
 
@@ -207,12 +213,20 @@ def plan_method(label: str, method_cfg: Any, setting: Setting) -> MethodPlan:
         return MethodPlan(label, options, unavailable=layout)
     compute_bytes = torch.finfo(setting.dtype).bits // 8
     stats = setting.stats
+    extra = (
+        objectives.objective_bytes(
+            setting.cfg, setting.hf_config, stats, layout.weight_bytes, compute_bytes, method_cfg.name
+        )
+        if setting.cfg is not None
+        else 0
+    )
+    memory = estimate.estimate_memory(layout, stats, compute_bytes, setting.device.type, setting.eval_positions, extra)
     return MethodPlan(
         label,
         options,
         trainable=layout.trainable,
         total=layout.total,
-        memory=estimate.estimate_memory(layout, stats, compute_bytes, setting.device.type, setting.eval_positions),
+        memory=memory,
         seconds_per_epoch=estimate.epoch_seconds(layout, stats, setting.rate, compute_bytes),
         seconds_per_step=estimate.step_seconds(layout, stats, setting.rate, compute_bytes),
     )
@@ -220,6 +234,9 @@ def plan_method(label: str, method_cfg: Any, setting: Setting) -> MethodPlan:
 
 def method_setting_layout(method_cfg: Any, setting: Setting) -> Layout | str:
     """The method's layout under this run's settings, or why it cannot be planned here."""
+    objective = setting.cfg.objective.name if setting.cfg is not None else "sft"
+    if objective != "sft" and method_cfg.name not in PREFERENCE_METHODS:
+        return f"objective {objective} trains with {', '.join(PREFERENCE_METHODS)}"
     missing = methods.get(method_cfg.name).missing_packages()
     if missing:
         return f"needs {', '.join(missing)} (pip install {' '.join(missing)})"
