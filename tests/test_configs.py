@@ -13,6 +13,8 @@ from tunelab.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
+SFT_CONFIGS = [p for p in CONFIGS if config.load(p).objective.name == "sft"]
+PREFERENCE_CONFIGS = [p for p in CONFIGS if p not in SFT_CONFIGS]
 
 
 def test_there_is_a_config_per_method():
@@ -22,7 +24,7 @@ def test_there_is_a_config_per_method():
     assert set(METHODS) <= used
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", SFT_CONFIGS, ids=lambda p: p.name)
 def test_shipped_config_validates_and_its_data_passes_preflight(path, monkeypatch):
     monkeypatch.chdir(ROOT)  # data paths in configs are relative to the repository root
     cfg = config.load(path)
@@ -42,8 +44,24 @@ def test_shipped_config_validates_and_its_data_passes_preflight(path, monkeypatc
         assert row.messages[1]["content"] == answer, row.where
 
 
-def test_demo_system_prompt_is_the_shipped_one():
-    cfg = config.load(ROOT / "configs" / "demo.yaml")
+@pytest.mark.parametrize("path", PREFERENCE_CONFIGS, ids=lambda p: p.name)
+def test_shipped_preference_config_reads_every_row_of_its_data(path, monkeypatch):
+    from tunelab.data import preference
+
+    monkeypatch.chdir(ROOT)
+    cfg = config.load(path)
+    rows = preference.preflight(cfg)
+    for got, file in ((rows.train, cfg.data.train), (rows.validation, cfg.data.validation)):
+        records = [json.loads(line) for line in Path(file).read_text().splitlines()]
+        assert [(r.prompt[0]["content"], r.chosen, r.rejected) for r in got] == [
+            (x["prompt"], x["chosen"], x["rejected"]) for x in records
+        ]
+    assert rows.format == cfg.data.format and not rows.skipped
+
+
+@pytest.mark.parametrize("name", ["demo.yaml", "dpo.yaml"])
+def test_demo_system_prompt_is_the_shipped_one(name):
+    cfg = config.load(ROOT / "configs" / name)
     assert cfg.data.system == (ROOT / "examples/support_tickets/system.txt").read_text().strip()
 
 

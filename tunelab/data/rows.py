@@ -122,7 +122,21 @@ def repeat_groups(records: list[Record], data: DataConfig | None = None) -> list
     return list(groups.values())
 
 
+# Preference rows (tunelab.data.preference) train a preference objective, not sft.
+PREFERENCE_FORMATS = ("pairs", "openai_preference", "kto", "prompts")
+PREFERENCE_FIELDS = (
+    {"prompt", "chosen", "rejected"},
+    {"input", "preferred_output"},
+    {"prompt", "completion", "label"},
+)
+
+
 def resolve_format(configured: str, records: list[Record], path: Path) -> str:
+    if configured in PREFERENCE_FORMATS:
+        raise DataError(
+            f"data.format={configured} is data for a preference objective, and objective is sft",
+            [f"set objective.name ({'dpo, orpo or kto' if configured != 'prompts' else 'grpo'}) in the config"],
+        )
     if configured != "auto":
         return configured
     parsed = [r.fields for r in records if r.fields is not None]
@@ -132,6 +146,11 @@ def resolve_format(configured: str, records: list[Record], path: Path) -> str:
     if fmt is None:
         first = next((r for r in records if r.fields is not None), records[0])
         fields = ", ".join(sorted(first.fields or {})) or "none"
+        if any(wanted <= set(first.fields or {}) for wanted in PREFERENCE_FIELDS):
+            raise DataError(
+                f"{path}: these rows compare or judge answers (preference data), and objective is sft",
+                [f"{first.where}: fields {{{fields}}}: set objective: dpo (or orpo, kto) to train on them"],
+            )
         raise DataError(
             f"{path}: cannot tell the data format from the fields of the rows",
             [
