@@ -53,13 +53,16 @@ def test_shipped_preference_config_reads_every_row_of_its_data(path, monkeypatch
     rows = preference.preflight(cfg)
     for got, file in ((rows.train, cfg.data.train), (rows.validation, cfg.data.validation)):
         records = [json.loads(line) for line in Path(file).read_text().splitlines()]
-        assert [(r.prompt[0]["content"], r.chosen, r.rejected) for r in got] == [
-            (x["prompt"], x["chosen"], x["rejected"]) for x in records
-        ]
+        if cfg.objective.name == "grpo":  # prompt_completion rows: the completion is the rewards' reference
+            expected = [(x["prompt"], x["completion"]) for x in records]
+            assert [(r.prompt[0]["content"], r.columns["reference"]) for r in got] == expected
+        else:
+            expected = [(x["prompt"], x["chosen"], x["rejected"]) for x in records]
+            assert [(r.prompt[0]["content"], r.chosen, r.rejected) for r in got] == expected
     assert rows.format == cfg.data.format and not rows.skipped
 
 
-@pytest.mark.parametrize("name", ["demo.yaml", "dpo.yaml"])
+@pytest.mark.parametrize("name", ["demo.yaml", "dpo.yaml", "grpo.yaml"])
 def test_demo_system_prompt_is_the_shipped_one(name):
     cfg = config.load(ROOT / "configs" / name)
     assert cfg.data.system == (ROOT / "examples/support_tickets/system.txt").read_text().strip()

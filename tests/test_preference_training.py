@@ -150,7 +150,14 @@ def test_kill_minus_nine_then_resume_equals_uninterrupted(tmp_path, tiny_model_d
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), f"{objective}: resumed weights differ"
 
 
-def test_an_aligned_run_generates_like_any_run(tmp_path, tiny_model_dir):
+def test_an_aligned_run_generates_and_evaluates_like_any_run(tmp_path, tiny_model_dir):
     run = aligned_run(tmp_path, tiny_model_dir, {"name": "dpo"}, LORA)
     result = run_cli(["generate", str(run), "What is 2+3?", "--max-new-tokens", "4"])
     assert result.exit_code == 0 and result.output.strip(), result.output
+    tests = write_jsonl(
+        tmp_path / "test.jsonl", [{"prompt": r["prompt"], "completion": r["chosen"]} for r in pair_rows(6)]
+    )
+    out = tmp_path / "eval"
+    evaluated = run_cli(["eval", str(run), "--data", str(tests), "--metrics", "exact_match", "--output-dir", str(out)])
+    assert evaluated.exit_code == 0, evaluated.output
+    assert "exact_match" in json.loads((out / "metrics.json").read_text())["metrics"]
