@@ -59,6 +59,7 @@ def aligned_run(tmp_path: Path, model_dir: Path, objective: dict, method: dict, 
     else:
         held = 8
     data = {"train": str(write_jsonl(tmp_path / "pairs.jsonl", rows or pair_rows())), "val_size": held}
+    data["format"] = "prompts" if objective["name"] == "grpo" else "auto" if objective["name"] == "kto" else "pairs"
     schedule = {**QUICK, "learning_rate": RATE[method["name"]], **train}
     config = write_config(tmp_path, model_dir, method=method, train=schedule, data=data, objective=objective)
     result = run_cli(["train", str(config), "forgetting.enabled=false"])

@@ -4,9 +4,11 @@
     python examples/support_tickets/make_pairs.py --out /tmp/st   # same bytes, elsewhere (the tests do this)
 
 Each ticket of train.jsonl / test.jsonl gives one {"prompt", "chosen", "rejected"} row: chosen is its correct
-JSON; rejected is, in turn, the JSON with a wrong priority (the field a small model misses most), a wrong
-category, a wrong product, or an answer that is not the one line of JSON the system prompt asks for (prose, or
-the JSON inside a sentence). Wrong values are other valid labels, so only the ticket tells the answers apart.
+JSON; rejected is, in a seeded shuffle of six kinds: the JSON with the priority one step off (three of the six:
+priority is the field the SFT model misses most, 75% on the test set, and its misses are neighbours: medium for
+high, low for medium), with a wrong category, with a wrong product, or an answer that is not the one line of JSON
+the system prompt asks for (prose, or the JSON inside a sentence). Wrong values are other valid labels, so only
+the ticket tells the answers apart.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ SEED = 7
 
 
 def wrong_field(rng: random.Random, answer: dict, key: str, values: list[str]) -> str:
+    """The answer with `key` set to another valid value."""
     other = rng.choice([v for v in values if v != answer[key]])
     return json.dumps({**answer, key: other})
 
@@ -37,22 +40,29 @@ def not_json(rng: random.Random, answer: dict) -> str:
     return rng.choice(prose)
 
 
-def rejected(rng: random.Random, answer: dict, i: int) -> str:
-    kind = i % 4
-    if kind == 0:
-        return wrong_field(rng, answer, "priority", PRIORITIES)
-    if kind == 1:
-        return wrong_field(rng, answer, "category", CATEGORIES)
-    if kind == 2:
-        return wrong_field(rng, answer, "product", PRODUCTS)
-    return not_json(rng, answer)
+def neighbour_priority(rng: random.Random, answer: dict) -> str:
+    at = PRIORITIES.index(answer["priority"])
+    steps = [at + d for d in (-1, 1) if 0 <= at + d < len(PRIORITIES)]
+    return json.dumps({**answer, "priority": PRIORITIES[rng.choice(steps)]})
+
+
+KINDS = ("priority", "priority", "priority", "category", "product", "not_json")
+
+
+def rejected(rng: random.Random, answer: dict) -> str:
+    kind = rng.choice(KINDS)
+    if kind == "priority":
+        return neighbour_priority(rng, answer)
+    if kind == "not_json":
+        return not_json(rng, answer)
+    return wrong_field(rng, answer, kind, CATEGORIES if kind == "category" else PRODUCTS)
 
 
 def pairs(rows: list[dict], rng: random.Random) -> list[dict]:
     out = []
-    for i, row in enumerate(rows):
+    for row in rows:
         answer = json.loads(row["completion"])
-        out.append({"prompt": row["prompt"], "chosen": row["completion"], "rejected": rejected(rng, answer, i)})
+        out.append({"prompt": row["prompt"], "chosen": row["completion"], "rejected": rejected(rng, answer)})
     return out
 
 

@@ -19,7 +19,7 @@ from tunelab.data import formats
 from tunelab.data.messages import Row, convert
 from tunelab.data.problems import Problem, resolve
 from tunelab.data.readers import read
-from tunelab.data.rows import context, repeat_groups, resolve_format, split
+from tunelab.data.rows import PREFERENCE_FORMATS, context, repeat_groups, resolve_format, split
 from tunelab.data.templates import Message
 from tunelab.errors import DataError
 
@@ -38,7 +38,9 @@ class EvalExample:
 def read_eval_examples(path: Path, cfg: RunConfig, labels: list[str] | None = None) -> list[EvalExample]:
     """Each test row → EvalExample. `labels`: the label set training used (default: as training derives it)."""
     records = read(Path(path), "test")
-    fmt = resolve_format(cfg.data.format, records, Path(path))
+    # A preference run trained on pairs (or prompts); its test rows are prompts with answers, in their own format.
+    configured = cfg.data.format if cfg.data.format not in PREFERENCE_FORMATS else "auto"
+    fmt = resolve_format(configured, records, Path(path))
     if formats.get(fmt).RAW:
         raise DataError(
             f"{path}: {fmt} rows have no prompt and reference to evaluate",
