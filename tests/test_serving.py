@@ -432,7 +432,8 @@ def test_the_vllm_command_serves_lora_runs_under_tunelab_s_names(runs, tiny_mode
         *["--max-lora-rank", "8", "--max-loras", "1", "--host", "0.0.0.0", "--port", "8001"],
     ]
     assert one.env == {"VLLM_API_KEY": "secret"}  # never on the command line, where `ps` shows it
-    two = vllm.vllm_command(runs, "127.0.0.1", 8000, None, trust_remote_code=True, dtype="bfloat16")
+    placement = LoadOptions(trust_remote_code=True, dtype="bfloat16")
+    two = vllm.vllm_command(runs, "127.0.0.1", 8000, None, placement)
     modules = [f"plain={runs[0]}/adapter", f"shout={runs[1]}/adapter"]
     assert two.argv == [
         *base,

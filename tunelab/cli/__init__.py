@@ -266,13 +266,11 @@ def serve(
     from tunelab import serving
     from tunelab.inference.loading import LoadOptions
 
+    placement = LoadOptions(device=device, dtype=dtype, trust_remote_code=trust_remote_code)
     if engine == "vllm":
         from tunelab.serving import vllm
 
-        if device is not None:
-            raise ConfigError(f"--device {device}: vLLM places the model itself (GPUs: set CUDA_VISIBLE_DEVICES)")
-        vllm.serve(runs, host, port, api_key, trust_remote_code, dtype)  # becomes vLLM: never returns
-    placement = LoadOptions(device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+        vllm.serve(runs, host, port, api_key, placement)  # becomes vLLM: never returns
     settings = serving.ServerSettings(api_key=api_key, mixed_batches=mixed_batches)
     serving.serve(runs, host, port, settings, placement)
 

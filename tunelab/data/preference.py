@@ -23,6 +23,7 @@ from typing import Any
 from tunelab.config import RunConfig
 from tunelab.data.formats.chat import message
 from tunelab.data.formats.fields import text_field, type_name
+from tunelab.data.messages import convert_records
 from tunelab.data.problems import Problem, RowError, listing, resolve
 from tunelab.data.readers import Record, read
 from tunelab.data.rows import split
@@ -212,16 +213,7 @@ def _describe(accepted: tuple[str, ...]) -> str:
 
 
 def _convert(records: list[Record], fmt: str) -> tuple[list[Any], list[Problem]]:
-    rows, problems = [], []
-    for record in records:
-        if record.fields is None:
-            problems.append(record.problem())
-            continue
-        try:
-            rows.append(FORMATS[fmt][1](record.fields, record.where))
-        except RowError as err:
-            problems.append(Problem.of(record.where, err))
-    return rows, problems
+    return convert_records(records, lambda record: FORMATS[fmt][1](record.fields, record.where))
 
 
 def _with_references(rows: list[Prompted], problems: list[Problem], rewards: list[Any]):

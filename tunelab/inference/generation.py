@@ -80,49 +80,46 @@ def generate(
     return outputs
 
 
-def generate_encoded(
-    model: Any,
-    tokenizer: Any,
-    ids: list[list[int]],
-    decoding: Decoding,
-    *,
-    on_piece: Callable[[int, str], None] | None = None,
-    finished: Callable[[int], bool] | None = None,
-    adapter_names: list[str] | None = None,
-) -> list[str]:
-    """ONE batched `generate` over prompts already encoded (`encode_prompt`), for a server that batches requests:
-    `on_piece(row, text)` gets each row's new text as it is decoded; a row whose `finished(row)` turns true
-    stops (its client left, or its stop sequence came); `adapter_names` picks an adapter per row (peft's
-    mixed-adapter batches, "__base__" for none)."""
+@dataclass(frozen=True)
+class PerRow:
+    """What a server asks of one batched `generate`, row by row: `on_piece(row, text)` gets each row's new text
+    as it is decoded; a row whose `finished(row)` turns true stops (its client left, or its stop sequence came);
+    `adapter_names` picks an adapter per row (peft's mixed-adapter batches, "__base__" for none)."""
+
+    on_piece: Callable[[int, str], None] | None = None
+    finished: Callable[[int], bool] | None = None
+    adapter_names: list[str] | None = None
+
+    @property
+    def streamed(self) -> bool:
+        return self.on_piece is not None or self.finished is not None
+
+
+def generate_encoded(model: Any, tokenizer: Any, ids: list[list[int]], decoding: Decoding, rows: PerRow) -> list[str]:
+    """ONE batched `generate` over prompts already encoded (`encode_prompt`), for a server that batches requests."""
     with eval_mode(model), _seeded(model, decoding.seed):
-        return _generate_batch(model, tokenizer, ids, decoding, on_piece, finished, adapter_names)
+        return _generate_batch(model, tokenizer, ids, decoding, rows)
 
 
 def _generate_batch(
-    model: Any,
-    tokenizer: Any,
-    ids: list[list[int]],
-    decoding: Decoding,
-    on_piece: Callable[[int, str], None] | None = None,
-    finished: Callable[[int], bool] | None = None,
-    adapter_names: list[str] | None = None,
+    model: Any, tokenizer: Any, ids: list[list[int]], decoding: Decoding, per_row: PerRow = PerRow()
 ) -> list[str]:
     from transformers import StoppingCriteriaList
 
     input_ids, attention_mask = left_pad(ids, tokenizer.pad_token_id, model.device)
     eos = set(eos_ids(model, tokenizer))
-    rows = RowText(tokenizer, len(ids), eos, on_piece or (lambda row, text: None), finished or (lambda row: False))
-    extra: dict[str, Any] = {} if adapter_names is None else {"adapter_names": adapter_names}
-    if finished is not None:
+    rows = RowText(tokenizer, len(ids), eos, per_row.on_piece or (lambda row, text: None), per_row.finished)
+    extra: dict[str, Any] = {} if per_row.adapter_names is None else {"adapter_names": per_row.adapter_names}
+    if per_row.finished is not None:
         extra["stopping_criteria"] = StoppingCriteriaList([rows.stopping_criterion])
     out = model.generate(
         input_ids=input_ids,
         attention_mask=attention_mask,
-        streamer=rows if on_piece or finished else None,
+        streamer=rows if per_row.streamed else None,
         **extra,
         **generation_kwargs(model, tokenizer, decoding),
     )
-    if on_piece or finished:
+    if per_row.streamed:
         return rows.texts()
     # A decoder-only model returns prompt + new tokens; an encoder-decoder returns the decoder's sequence,
     # which starts with its decoder start token (often pad, which may be EOS).
@@ -136,8 +133,9 @@ class RowText:
     back while it ends in a partial character (U+FFFD: a multi-byte character split across tokens).
     `stopping_criterion` ends the rows whose `finished(row)` is true."""
 
-    def __init__(self, tokenizer: Any, n_rows: int, eos: set[int], on_piece: Any, finished: Any):
-        self.tokenizer, self.eos, self.on_piece, self.finished = tokenizer, eos, on_piece, finished
+    def __init__(self, tokenizer: Any, n_rows: int, eos: set[int], on_piece: Any, finished: Any = None):
+        self.tokenizer, self.eos, self.on_piece = tokenizer, eos, on_piece
+        self.finished = finished or (lambda row: False)
         self.tokens: list[list[int]] = [[] for _ in range(n_rows)]
         self.sent = [""] * n_rows
         self.open = [True] * n_rows
@@ -232,14 +230,8 @@ def stream(
 
     def work() -> None:
         try:
-            generate_encoded(
-                model,
-                tokenizer,
-                ids,
-                decoding,
-                on_piece=lambda row, text: pieces.put(text),
-                finished=lambda row: stop.is_set(),
-            )
+            per_row = PerRow(on_piece=lambda row, text: pieces.put(text), finished=lambda row: stop.is_set())
+            generate_encoded(model, tokenizer, ids, decoding, per_row)
             pieces.put(None)
         except BaseException as err:  # handed to the consumer below
             pieces.put(err)

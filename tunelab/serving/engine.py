@@ -26,7 +26,7 @@ from typing import Any
 from tunelab import artifacts, methods
 from tunelab.data.templates import encode_prompt
 from tunelab.errors import ConfigError, TunelabError
-from tunelab.inference.generation import Decoding, Prompt, generate_encoded
+from tunelab.inference.generation import Decoding, PerRow, Prompt, generate_encoded
 from tunelab.inference.loading import Loaded, LoadOptions, load_for_inference, load_runs, run_config
 
 BASE_ROW = "__base__"  # peft's name for "no adapter" in a mixed-adapter batch
@@ -159,15 +159,8 @@ class Engine:
                 encode_prompt(tokenizer, j.prompt, t.template, t.system) for j, t in zip(batch, targets, strict=True)
             ]
             with self._placed(targets) as adapter_names:
-                texts = generate_encoded(
-                    self.loaded.model,
-                    tokenizer,
-                    ids,
-                    batch[0].decoding,
-                    on_piece=rows.on_piece,
-                    finished=rows.finished,
-                    adapter_names=adapter_names,
-                )
+                per_row = PerRow(rows.on_piece, rows.finished, adapter_names)
+                texts = generate_encoded(self.loaded.model, tokenizer, ids, batch[0].decoding, per_row)
         except Exception as exc:  # handed to each waiting request; the worker keeps serving
             for job in batch:
                 job.future.set_exception(exc)

@@ -22,7 +22,7 @@ from tunelab import artifacts, models
 from tunelab.config.schema import ModelConfig
 from tunelab.console import info
 from tunelab.errors import ConfigError
-from tunelab.inference.loading import adapter_name, check_shared_base, run_config
+from tunelab.inference.loading import LoadOptions, adapter_name, check_shared_base, run_config
 
 # vLLM accepts only these values for --max-lora-rank (vllm/config/lora.py, MaxLoRARanks: 1, 8, 16, ..., 512); the
 # runs' largest r is rounded up to the next one. 1 is left out: an r=1 run asks for 8, which older vLLMs take too.
@@ -42,35 +42,30 @@ def installed() -> bool:
     return importlib.util.find_spec("vllm") is not None
 
 
-def serve(
-    refs: list[str],
-    host: str,
-    port: int,
-    api_key: str | None,
-    trust_remote_code: bool = False,
-    dtype: str | None = None,
-) -> NoReturn:
+def serve(refs: list[str], host: str, port: int, api_key: str | None, placement: LoadOptions) -> NoReturn:
     """Check vLLM is here, build its command line, and replace this process with it."""
     if not installed():
         raise ConfigError(
             "--engine vllm: vLLM is not installed here; on a machine with an NVIDIA GPU: pip install vllm "
             "(or serve here with the default --engine tunelab)"
         )
-    command = vllm_command(refs, host, port, api_key, trust_remote_code, dtype)
+    command = vllm_command(refs, host, port, api_key, placement)
     info("running: " + " ".join(command.argv))
     os.execvpe(command.argv[0], command.argv, {**os.environ, **command.env})
 
 
 def vllm_command(
-    refs: list[str],
-    host: str,
-    port: int,
-    api_key: str | None,
-    trust_remote_code: bool = False,
-    dtype: str | None = None,
+    refs: list[str], host: str, port: int, api_key: str | None, placement: LoadOptions | None = None
 ) -> VllmCommand:
-    """The `vllm serve` command that serves `refs` under the names `tunelab serve` gives them. `dtype`: tunelab's
-    names (auto, bfloat16, float16, float32) are vLLM's --dtype names too."""
+    """The `vllm serve` command that serves `refs` under the names `tunelab serve` gives them. placement.dtype:
+    tunelab's names (auto, bfloat16, float16, float32) are vLLM's --dtype names too; vLLM places the model
+    itself, so a device is refused."""
+    placement = placement or LoadOptions()
+    if placement.device is not None:
+        raise ConfigError(
+            f"--device {placement.device}: vLLM places the model itself (GPUs: set CUDA_VISIBLE_DEVICES)"
+        )
+    trust_remote_code = placement.trust_remote_code
     if all(artifacts.looks_like_run(r) for r in refs) and _adapter_runs(refs):
         argv = _lora_argv(refs, trust_remote_code)
     elif len(refs) > 1:
@@ -78,8 +73,8 @@ def vllm_command(
     else:
         argv = ["vllm", "serve", _whole_model_dir(refs[0]), "--served-model-name", refs[0].rstrip("/")]
     argv += ["--host", host, "--port", str(port)]
-    if dtype is not None:
-        argv += ["--dtype", dtype]
+    if placement.dtype is not None:
+        argv += ["--dtype", placement.dtype]
     if trust_remote_code:
         argv.append("--trust-remote-code")
     return VllmCommand(argv, {"VLLM_API_KEY": api_key} if api_key else {})
