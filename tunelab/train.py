@@ -160,7 +160,10 @@ def final_evaluation(trainer) -> dict[str, Any]:
 def collect_metrics(trainer, train_metrics: dict[str, Any], model, built) -> dict[str, Any]:
     trainable, total = methods.count_parameters(model)
     metrics: dict[str, Any] = {"train": train_metrics, "trainable_params": trainable, "total_params": total}
-    if trainer.eval_dataset is not None:
+    # A preference run's held-out measure is its own (metrics["preference"]); TRL's evaluation (for grpo: sampling
+    # a group for every held-out prompt) runs only when the config asks for evaluations.
+    asked = not isinstance(built, PreferenceSet) or trainer.args.eval_strategy != "no"
+    if trainer.eval_dataset is not None and asked:
         metrics["eval"] = final_evaluation(trainer)
     if isinstance(built, PreferenceSet):
         metrics["data"] = built.to_dict()
