@@ -67,21 +67,21 @@ def objective_trainer(name: str) -> ObjectiveTrainer:
     if name == "dpo":
         from trl import DPOConfig, DPOTrainer
 
-        return ObjectiveTrainer(DPOConfig, _with_finite_loss(DPOTrainer), _dpo_options)
+        return ObjectiveTrainer(DPOConfig, _tunelab_trainer(DPOTrainer), _dpo_options)
     if name == "orpo":
         from trl.experimental.orpo import ORPOConfig, ORPOTrainer
 
         # remove_unused_columns=False: ORPO's collator reads the rows' own columns (it warns and sets it otherwise).
         options = lambda o: {"beta": o.beta, "remove_unused_columns": False}  # noqa: E731
-        return ObjectiveTrainer(ORPOConfig, _with_finite_loss(ORPOTrainer), options)
+        return ObjectiveTrainer(ORPOConfig, _tunelab_trainer(ORPOTrainer), options)
     if name == "kto":
         from trl import KTOConfig, KTOTrainer
 
-        return ObjectiveTrainer(KTOConfig, _with_finite_loss(KTOTrainer), _kto_options)
+        return ObjectiveTrainer(KTOConfig, _tunelab_trainer(KTOTrainer), _kto_options)
     if name == "grpo":
         from trl import GRPOConfig, GRPOTrainer
 
-        return ObjectiveTrainer(GRPOConfig, _with_finite_loss(GRPOTrainer), _grpo_options)
+        return ObjectiveTrainer(GRPOConfig, _tunelab_trainer(GRPOTrainer), _grpo_options)
     raise ValueError(f"not a preference objective: {name!r}")
 
 
@@ -101,7 +101,8 @@ class CountsReferencePasses:
         return super().compute_ref_log_probs(model, inputs)
 
 
-def _with_finite_loss(trainer_class: type) -> type:
+def _tunelab_trainer(trainer_class: type) -> type:
+    """TRL's trainer with the loss check of every step and the reference count."""
     return type(f"Tunelab{trainer_class.__name__}", (FiniteLoss, CountsReferencePasses, trainer_class), {})
 
 
