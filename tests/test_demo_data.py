@@ -93,3 +93,25 @@ def test_generator_reproduces_shipped_files(tmp_path):
         assert (tmp_path / name).read_bytes() == (DEMO / name).read_bytes(), (
             f"{name} differs from the generator output"
         )
+
+
+def test_pair_generator_reproduces_shipped_pairs_and_each_pair_differs_as_it_says(tmp_path):
+    subprocess.run(
+        [sys.executable, str(DEMO / "make_pairs.py"), "--out", str(tmp_path)], check=True, capture_output=True
+    )
+    for split in ("train", "test"):
+        name = f"pairs_{split}.jsonl"
+        assert (tmp_path / name).read_bytes() == (DEMO / name).read_bytes(), (
+            f"{name} differs from the generator output"
+        )
+        tickets = [json.loads(line) for line in (DEMO / f"{split}.jsonl").read_text().splitlines()]
+        pairs = [json.loads(line) for line in (DEMO / name).read_text().splitlines()]
+        assert [p["prompt"] for p in pairs] == [t["prompt"] for t in tickets]
+        for pair, ticket in zip(pairs, tickets, strict=True):
+            assert pair["chosen"] == ticket["completion"] and pair["rejected"] != pair["chosen"]
+            try:
+                rejected = json.loads(pair["rejected"])
+            except ValueError:
+                continue  # the not-JSON kind
+            chosen = json.loads(pair["chosen"])
+            assert rejected.keys() == chosen.keys() and sum(rejected[k] != chosen[k] for k in chosen) == 1
