@@ -64,6 +64,7 @@ def aligned_run(tmp_path: Path, model_dir: Path, objective: dict, method: dict, 
     config = write_config(tmp_path, model_dir, method=method, train=schedule, data=data, objective=objective)
     result = run_cli(["train", str(config), "forgetting.enabled=false"])
     assert result.exit_code == 0, result.output
+    (tmp_path / "output.txt").write_text(result.output)  # what the command said, for tests that read it
     return tmp_path / "run"
 
 
@@ -162,3 +163,26 @@ def test_an_aligned_run_generates_and_evaluates_like_any_run(tmp_path, tiny_mode
     evaluated = run_cli(["eval", str(run), "--data", str(tests), "--metrics", "exact_match", "--output-dir", str(out)])
     assert evaluated.exit_code == 0, evaluated.output
     assert "exact_match" in json.loads((out / "metrics.json").read_text())["metrics"]
+
+
+def test_auto_checkpointing_plans_the_objective_and_changes_no_result(tmp_path, tiny_model_dir, monkeypatch, capsys):
+    from tests.test_activation_checkpointing import LayerCalls
+    from tunelab import config, train
+    from tunelab.planning import machine
+
+    def dpo(folder: Path) -> tuple[Path, LayerCalls]:
+        aligned_run(folder / "setup", tiny_model_dir, {"name": "dpo"}, LORA, max_steps=1)  # writes the config
+        cfg = config.load(folder / "setup" / "config.yaml", [f"train.output_dir={folder / 'run'}"])
+        calls = LayerCalls()
+        return train.run(cfg, callbacks=(calls,)).run_dir, calls
+
+    roomy, roomy_calls = dpo(tmp_path / "roomy")
+    monkeypatch.setattr(machine, "available_memory", lambda device: (2**20, "RAM"))  # a 1 MB machine
+    tight, tight_calls = dpo(tmp_path / "tight")
+    said = " ".join(capsys.readouterr().err.split())  # the console wraps long lines
+    assert "activation checkpointing: full. This run's peak is estimated at" in said
+    # One policy forward a step (the reference was precomputed), run again in the backward pass when checkpointed.
+    assert roomy_calls.per_layer_and_step(2) == 1 and tight_calls.per_layer_and_step(2) == 2
+    a = load_file(str(roomy / "adapter" / "adapter_model.safetensors"))
+    b = load_file(str(tight / "adapter" / "adapter_model.safetensors"))
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a), "recomputing activations changed the weights"

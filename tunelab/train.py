@@ -63,7 +63,7 @@ def run(cfg: RunConfig, *, resume: bool = False, callbacks: tuple = ()) -> RunRe
 
     prepare_output_dir(cfg, run_dir, resume)
     artifacts.start(run_dir, dump(cfg))
-    checkpointing = planning.checkpointing_mode(cfg, model, built, device, compute_dtype)  # auto: what must fit
+    checkpointing = planning.checkpointing_mode(cfg, model, built, device, compute_dtype, tokenizer)  # auto: fit
     trainer = build_trainer(
         cfg, model, tokenizer, built, run_dir, device, compute_dtype, checkpointing, callbacks, probe
     )

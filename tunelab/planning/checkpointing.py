@@ -13,10 +13,10 @@ import torch
 from tunelab.config import RunConfig
 from tunelab.console import info
 from tunelab.models.tasks import CAUSAL_LM, model_task
-from tunelab.planning import planner, tokens
+from tunelab.planning import objectives, planner, tokens
 
 
-def checkpointing_mode(cfg: RunConfig, model, data, device: torch.device, dtype: torch.dtype) -> str:
+def checkpointing_mode(cfg: RunConfig, model, data, device: torch.device, dtype: torch.dtype, tokenizer=None) -> str:
     """`auto` recomputes only what the run needs to fit: off when the planner's peak-memory estimate for this
     method on these rows fits this machine's budget, else selective when that fits, else full. Checkpointing
     costs time (full: ~40% of a LoRA step), and tunelab's padding-free batches and sparse LM head leave most
@@ -26,11 +26,12 @@ def checkpointing_mode(cfg: RunConfig, model, data, device: torch.device, dtype:
         return setting
     if model_task(model) != CAUSAL_LM:
         return "off"  # the planner's arithmetic is that of decoder LMs
-    if cfg.objective.name != "sft":
-        return "off"  # the planner does not estimate the preference objectives' memory yet: set it to save memory
-    lengths = [len(ids) for ids in data.train["input_ids"]]
-    trained = [sum(label != -100 for label in labels) for labels in data.train["labels"]]
-    stats = tokens.from_lengths(lengths, trained, cfg.train.per_device_train_batch_size, cfg)
+    if cfg.objective.name != "sft":  # the preflight's preference rows (data), as TRL will batch them
+        stats = objectives.objective_stats(cfg, tokenizer, data.train)
+    else:
+        lengths = [len(ids) for ids in data.train["input_ids"]]
+        trained = [sum(label != -100 for label in labels) for labels in data.train["labels"]]
+        stats = tokens.from_lengths(lengths, trained, cfg.train.per_device_train_batch_size, cfg)
     estimates, budget = planner.configured_memory(cfg, stats, device, dtype, modes=("off", "selective"))
     if estimates["off"] <= budget:
         return "off"

@@ -24,12 +24,14 @@ from tunelab.errors import TunelabError
 from tunelab.planning.tokens import TokenStats, assumed_stats, from_lengths
 
 
-def objective_stats(cfg: RunConfig, tokenizer: Any) -> TokenStats:
-    """The sequences of the objective's training batches, from the data's real token lengths."""
-    try:
-        rows = preference.preflight(cfg).train
-    except (TunelabError, OSError) as err:
-        return assumed_stats(cfg, f"data not read ({str(err).splitlines()[0]})")
+def objective_stats(cfg: RunConfig, tokenizer: Any, rows: list[Any] | None = None) -> TokenStats:
+    """The sequences of the objective's training batches, from the data's real token lengths (`rows`: the
+    training rows the preflight read; None: read them here)."""
+    if rows is None:
+        try:
+            rows = preference.preflight(cfg).train
+        except (TunelabError, OSError) as err:
+            return assumed_stats(cfg, f"data not read ({str(err).splitlines()[0]})")
     if not rows:
         return assumed_stats(cfg, "no training rows")
 

@@ -95,11 +95,23 @@ def configured_memory(
     setting = run_setting(cfg, causal_lm_config(cfg), stats, device, dtype, checkpointing="off", rate=1.0)
     layout = method_setting_layout(cfg.method, setting)
     compute_bytes = torch.finfo(dtype).bits // 8
+    extra = (
+        0
+        if isinstance(layout, str)
+        else objectives.objective_bytes(
+            cfg, setting.hf_config, stats, layout.weight_bytes, compute_bytes, cfg.method.name
+        )
+    )
     totals = {
         mode: 0
         if isinstance(layout, str)
         else estimate.estimate_memory(
-            dataclasses.replace(layout, checkpointing=mode), stats, compute_bytes, device.type, setting.eval_positions
+            dataclasses.replace(layout, checkpointing=mode),
+            stats,
+            compute_bytes,
+            device.type,
+            setting.eval_positions,
+            extra,
         ).total
         for mode in modes
     }
