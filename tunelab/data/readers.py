@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from tunelab.data.json_items import top_level_items
 from tunelab.data.problems import Problem
 from tunelab.errors import DataError
 
@@ -210,15 +211,11 @@ def _invalid_json(path: Path, text: str, pos: int, msg: str) -> DataError:
     return DataError(f"{path}: not valid JSON", [f"{path}:{line}: {msg} at column {column}"])
 
 
-# A JSON string (escapes included) or a bracket or comma outside one: enough to find a list's elements.
-_JSON_TOKENS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{},]')
-
-
 def _read_json_rows_one_by_one(path: Path, text: str) -> list[Record]:
     """A file json.loads cannot parse whole because some row is nested too deeply: find the rows of the
     top-level list without recursion and parse each alone, so only the deep rows are bad."""
     records = []
-    for index, (start, end) in enumerate(_top_level_items(text)):
+    for index, (start, end) in enumerate(top_level_items(text)):
         where, item = f"{path}[{index}]", text[start:end]
         if len(item) > MAX_ROW_BYTES:  # characters: at least as many bytes; checked before parsing
             records.append(_oversized(where, index, "the row's text is"))
@@ -230,25 +227,6 @@ def _read_json_rows_one_by_one(path: Path, text: str) -> list[Record]:
         except RecursionError:
             records.append(_too_deep(where, index))
     return records
-
-
-def _top_level_items(text: str) -> Iterator[tuple[int, int]]:
-    """(start, end) of each element of the top-level JSON list in `text`."""
-    depth, start = 0, 0
-    for match in _JSON_TOKENS.finditer(text):
-        token = match.group()
-        if token in ("[", "{"):
-            depth += 1
-            start = match.end() if depth == 1 else start
-        elif token in ("]", "}"):
-            depth -= 1
-            if depth == 0:
-                if text[start : match.start()].strip():  # "[]" has no element
-                    yield start, match.start()
-                return
-        elif token == "," and depth == 1:
-            yield start, match.start()
-            start = match.end()
 
 
 def _indexed(path: Path, index: int, row: Any) -> Record:
