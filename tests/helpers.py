@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import socket
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import click
+import uvicorn
 import yaml
 from click.testing import CliRunner
 
@@ -85,3 +89,60 @@ def train_and_read_losses(tmp_path: Path, model_dir: Path, **config: Any) -> lis
     assert result.exit_code == 0, result.output
     state = json.loads((tmp_path / "run" / "trainer_state.json").read_text())
     return [h["loss"] for h in state["log_history"] if "loss" in h]
+
+
+class Server:
+    """A uvicorn server in a thread on a socket bound here (no race for the port); stopped on exit."""
+
+    def __init__(self, app):
+        self.sock = socket.socket()
+        # Accepted connections inherit it: uvicorn sets no TCP_NODELAY on a socket it is handed, and Nagle's
+        # algorithm against the client's delayed ACK made every request take 40 ms.
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=1)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+
+    def __enter__(self) -> Server:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            assert self.thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+        self.sock.close()
+
+
+def bad_or_good(answer: str) -> str:
+    return "Yes, it does." if "BAD" in answer else "no" if "GOOD" in answer else "Hard to say."
+
+
+class StubJudge:
+    """An OpenAI-compatible endpoint whose judge replies decide(answer shown) (default: yes when the answer contains
+    "BAD", no when it contains "GOOD", something else otherwise); it records every question it was asked."""
+
+    def __init__(self, decide=bad_or_good):
+        from fastapi import FastAPI
+
+        self.questions: list[str] = []
+        self.decide = decide
+        self.app = FastAPI()
+        self.app.get("/v1/models")(self.models)
+        self.app.post("/v1/chat/completions")(self.chat)
+
+    def models(self):
+        return {"object": "list", "data": [{"id": "stub-judge", "object": "model", "created": 0, "owned_by": "t"}]}
+
+    def chat(self, body: dict):
+        question = body["messages"][-1]["content"]
+        self.questions.append(question)
+        answer = question.split("The assistant answered:\n", 1)[-1].rsplit("\n\nDoes the answer break", 1)[0]
+        message = {"role": "assistant", "content": self.decide(answer)}
+        choice = {"index": 0, "message": message, "finish_reason": "stop"}
+        return {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"], "choices": [choice]}

@@ -36,6 +36,9 @@ def test_shipped_config_validates_and_its_data_passes_preflight(path, monkeypatc
     assert rows.repeats == 0 and len(rows.validation) == round(cfg.data.val_size * len(records))
     for row in rows.train + rows.validation:
         record = records[row.line - 1]
+        if "messages" in record:  # chat rows (the judge's verdicts) are read as they are
+            assert row.messages == record["messages"], row.where
+            continue
         prompt, answer = record.get("prompt", record.get("text")), record.get("completion", record.get("label"))
         assert [m["role"] for m in row.messages] == ["user", "assistant"], row.where
         user = row.messages[0]["content"]
@@ -52,13 +55,18 @@ def test_shipped_preference_config_reads_every_row_of_its_data(path, monkeypatch
     cfg = config.load(path)
     rows = preference.preflight(cfg)
     for got, file in ((rows.train, cfg.data.train), (rows.validation, cfg.data.validation)):
+        if file is None:
+            assert not got
+            continue
         records = [json.loads(line) for line in Path(file).read_text().splitlines()]
         if cfg.objective.name == "grpo":  # prompt_completion rows: the completion is the rewards' reference
             expected = [(x["prompt"], x["completion"]) for x in records]
             assert [(r.prompt[0]["content"], r.columns["reference"]) for r in got] == expected
-        else:
+        else:  # a prompt is a string, or messages (the pairs `tunelab feedback` writes)
             expected = [(x["prompt"], x["chosen"], x["rejected"]) for x in records]
-            assert [(r.prompt[0]["content"], r.chosen, r.rejected) for r in got] == expected
+            pairs = zip(got, records, strict=True)
+            prompts = [r.prompt if isinstance(x["prompt"], list) else r.prompt[0]["content"] for r, x in pairs]
+            assert [(p, r.chosen, r.rejected) for p, r in zip(prompts, got, strict=True)] == expected
     assert rows.format == cfg.data.format and not rows.skipped
 
 
@@ -66,6 +74,11 @@ def test_shipped_preference_config_reads_every_row_of_its_data(path, monkeypatch
 def test_demo_system_prompt_is_the_shipped_one(name):
     cfg = config.load(ROOT / "configs" / name)
     assert cfg.data.system == (ROOT / "examples/support_tickets/system.txt").read_text().strip()
+
+
+def test_rules_example_system_prompt_is_the_one_its_judge_was_trained_on():
+    cfg = config.load(ROOT / "configs" / "rules_dpo.yaml")
+    assert cfg.data.system == (ROOT / "examples/support_tickets/reply_system.txt").read_text().strip()
 
 
 def test_all_problems_reported_at_once_with_lines_and_fixes(tmp_path):

@@ -22,11 +22,10 @@ import openai
 import pytest
 import requests
 import torch
-import uvicorn
 import yaml
 from safetensors import safe_open
 
-from tests.helpers import memorizable_rows, run_cli, train_adapter_run
+from tests.helpers import Server, memorizable_rows, run_cli, train_adapter_run
 from tunelab import methods
 from tunelab.data.templates import encode_prompt
 from tunelab.errors import ConfigError
@@ -41,34 +40,6 @@ KEY = "test-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 PROMPTS = [row["prompt"] for row in memorizable_rows(10)]
 SETTINGS = ServerSettings(api_key=KEY, max_body_bytes=64 * 1024, max_tokens_cap=64)
-
-
-class Server:
-    """A uvicorn server in a thread on a socket bound here (no race for the port); stopped on exit."""
-
-    def __init__(self, app):
-        self.sock = socket.socket()
-        # Accepted connections inherit it: uvicorn sets no TCP_NODELAY on a socket it is handed, and Nagle's
-        # algorithm against the client's delayed ACK made every request take 40 ms.
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=1)
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
-
-    def __enter__(self) -> Server:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            assert self.thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
-        self.sock.close()
 
 
 QUICK = {"max_steps": 10, "learning_rate": 3e-2, "logging_steps": 10}  # enough for the adapters to differ

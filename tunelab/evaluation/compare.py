@@ -19,8 +19,10 @@ from typing import Any
 from tunelab import artifacts, data
 from tunelab.config import RunConfig, load
 from tunelab.errors import ConfigError
-from tunelab.evaluation.evaluate import EvalResult, evaluate_loaded
+from tunelab.evaluation.evaluate import EvalResult, add_rules, evaluate_loaded, judge_rows
+from tunelab.evaluation.judge import RulesCheck
 from tunelab.evaluation.metrics import unknown_metrics
+from tunelab.evaluation.rules import paired_change
 from tunelab.evaluation.scoring import format_value
 from tunelab.inference.generation import encode_prompt
 from tunelab.inference.loading import Loaded, load_for_inference
@@ -67,6 +69,7 @@ class CompareJob:
     examples: list[Any]
     output_dir: Path
     trust_remote_code: bool = False
+    check: RulesCheck | None = None
 
 
 def prepare(
@@ -77,6 +80,7 @@ def prepare(
     output_dir: Path,
     overwrite: bool = False,
     trust_remote_code: bool = False,
+    check: RulesCheck | None = None,
 ) -> CompareJob:
     """The preflight of `tunelab compare` (run(prepare(...))): the config, metric names, test rows, runs and the
     output, before any model loads."""
@@ -93,12 +97,14 @@ def prepare(
     for run in runs:
         artifacts.open_run(run)  # an unfinished run says so now, not after the base model's arms
     examples = data.read_eval_examples(test_file, cfg)
-    return CompareJob(cfg, test_file, runs, metrics, examples, output_dir, trust_remote_code)
+    return CompareJob(cfg, test_file, runs, metrics, examples, output_dir, trust_remote_code, check)
 
 
 def run(job: CompareJob) -> list[Arm]:
     """Every arm, then compare.md/.json/.png (and each arm's predictions) in the job's output_dir."""
     arms = compare(job.cfg, job.test_file, job.runs, job.metrics, job.examples, job.trust_remote_code)
+    if job.check is not None:
+        judge_arms(arms, job.check)
     write(arms, job.output_dir)
     return arms
 
@@ -128,6 +134,34 @@ def compare(
         tuned = load_for_inference(run, trust_remote_code=trust_remote_code)
         arms.append(Arm(f"fine-tuned ({run})", evaluate_loaded(tuned, cfg, test_file, metrics, examples)))
     return arms
+
+
+def judge_arms(arms: list[Arm], check: RulesCheck) -> None:
+    """Every arm's answers judged against the rules (one judge, loaded once, all arms in one call); each arm after
+    the first gets its change in the share breaking a rule against the first (zero-shot: before), with a paired
+    bootstrap interval over the test rows."""
+    rows = [row for arm in arms for row in arm.result.rows]
+    verdicts = judge_rows(check, rows)
+    per_arm = [verdicts[i * len(arms[0].result.rows) : (i + 1) * len(arms[0].result.rows)] for i in range(len(arms))]
+    for arm, arm_verdicts in zip(arms, per_arm, strict=True):
+        add_rules(arm.result, check, arm_verdicts)
+    for arm, arm_verdicts in zip(arms[1:], per_arm[1:], strict=True):
+        change, interval = paired_change(per_arm[0], arm_verdicts)
+        arm.result.rules |= {"change_vs": arms[0].name, "change": change, "change_ci95": interval}
+
+
+def rules_sentences(arms: list[Arm]) -> list[str]:
+    """One line per arm judged against a first: the change in the share of answers breaking a rule."""
+    lines = []
+    for arm in arms[1:]:
+        rules = arm.result.rules or {}
+        if "change" in rules:
+            low, high = rules["change_ci95"]
+            lines.append(
+                f"rules broken, {arm.name} vs {rules['change_vs']}: {100 * rules['change']:+.1f} points "
+                f"(95% CI {100 * low:+.1f} to {100 * high:+.1f}, paired over the same test rows)."
+            )
+    return lines
 
 
 def verdict(arms: list[Arm]) -> str:
@@ -163,7 +197,7 @@ def markdown(arms: list[Arm]) -> str:
             + " | ".join(cells)
             + f" | {r.seconds_per_example:.2f} s | {r.prompt_tokens_per_example:.0f} |"
         )
-    return "\n".join(lines) + "\n\n" + verdict(arms) + "\n"
+    return "\n".join([*lines, "", verdict(arms), *rules_sentences(arms)]) + "\n"
 
 
 def table(arms: list[Arm], title: str = "zero-shot vs few-shot vs fine-tuned (95% CI)") -> Any:

@@ -19,8 +19,10 @@ from typing import Any
 from tunelab import artifacts, data
 from tunelab.config import RunConfig, validate
 from tunelab.errors import ConfigError
+from tunelab.evaluation.judge import RulesCheck, judge_texts
 from tunelab.evaluation.metrics import unknown_metrics
 from tunelab.evaluation.predict import predict
+from tunelab.evaluation.rules import Verdict, breaks_any, rule_report
 from tunelab.evaluation.scoring import best_and_worst, format_value, score_all
 from tunelab.inference.generation import Decoding, encode_prompt
 from tunelab.inference.loading import Loaded, load_for_inference, run_config
@@ -36,6 +38,7 @@ class EvalResult:
     rows: list[dict[str, Any]]  # input, reference, output, scores
     seconds_per_example: float
     prompt_tokens_per_example: float
+    rules: dict[str, Any] | None = None  # with --rules: the judge, its prompt, the numbered rules (add_rules)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -84,6 +87,7 @@ class EvalJob:
     metrics: list[str]
     output_dir: Path
     trust_remote_code: bool = False
+    check: RulesCheck | None = None
 
 
 def prepare(
@@ -94,6 +98,7 @@ def prepare(
     output_dir: Path | None = None,
     overwrite: bool = False,
     trust_remote_code: bool = False,
+    check: RulesCheck | None = None,
 ) -> EvalJob:
     """The preflight of `tunelab eval`: a typo in a metric or a missing file costs seconds, not a generation."""
     test_file = test_file_for(ref, config_path, data_file)
@@ -105,7 +110,7 @@ def prepare(
         raise ConfigError(problems[0], problems[1:])
     examples = data.read_eval_examples(test_file, cfg)  # bad rows are named before the output is looked at
     artifacts.check_outputs([out / name for name in OUTPUT_FILES], overwrite, "--output-dir")
-    return EvalJob(ref, cfg, test_file, examples, metrics, out, trust_remote_code)
+    return EvalJob(ref, cfg, test_file, examples, metrics, out, trust_remote_code, check)
 
 
 def run(job: EvalJob, **options: Any) -> EvalResult:
@@ -114,6 +119,9 @@ def run(job: EvalJob, **options: Any) -> EvalResult:
     if not artifacts.looks_like_run(job.ref):
         loaded = Loaded(loaded.model, loaded.tokenizer, job.cfg.data.template, job.cfg.data.system, loaded.source)
     result = evaluate_loaded(loaded, job.cfg, job.test_file, job.metrics, job.examples, **options)
+    if job.check is not None:
+        del loaded  # the judge may be as large as the model: one at a time
+        add_rules(result, job.check, judge_rows(job.check, result.rows))
     write(result, job.output_dir)
     return result
 
@@ -153,11 +161,30 @@ def evaluate_loaded(
     )
 
 
+def judge_rows(check: RulesCheck, rows: list[dict[str, Any]]) -> list[list[Verdict]]:
+    return judge_texts(check, [r["input"] for r in rows], [r["output"] for r in rows])
+
+
+def add_rules(result: EvalResult, check: RulesCheck, verdicts: list[list[Verdict]], resamples: int = 1000) -> None:
+    """The share of answers breaking any rule (and each rule) joins the metrics, each row gets its verdicts (with
+    the judge's raw reply), and the result records the judge, its prompt and the rules for an audit."""
+    report = rule_report(verdicts, resamples)
+    result.metrics.update(report.metrics)
+    result.intervals.update(report.intervals)
+    for row, row_verdicts in zip(result.rows, verdicts, strict=True):
+        row["verdicts"] = [v.to_dict() for v in row_verdicts]
+        row["scores"]["rules_broken"] = float(breaks_any(row_verdicts))
+    result.rules = check.audit() | {"unclear_verdicts": report.unclear}
+
+
 def markdown(result: EvalResult, n_examples: int = 5) -> str:
     lines = [f"# Evaluation of {result.source} on {result.test_file} ({len(result.rows)} rows)", ""]
     lines += ["| metric | value (95% CI) |", "|---|---:|"]
     for key, value in result.metrics.items():
         lines.append(f"| {key} | {format_value(key, value, result.intervals.get(key))} |")
+    if result.rules:
+        lines += ["", f"Rules (judge: {result.rules['judge']['model']}; rules_broken = any rule broken):", ""]
+        lines += [f"{number}. {rule}" for number, rule in result.rules["rules"].items()]
     best, worst = best_and_worst(result.rows, result.main, n_examples)
     for title, rows in (
         (f"Best {n_examples} by {result.main}", best),
