@@ -115,3 +115,30 @@ def test_pair_generator_reproduces_shipped_pairs_and_each_pair_differs_as_it_say
                 continue  # the not-JSON kind
             chosen = json.loads(pair["chosen"])
             assert rejected.keys() == chosen.keys() and sum(rejected[k] != chosen[k] for k in chosen) == 1
+
+
+def test_judge_data_reproduces_shipped_files_and_labels_follow_the_rules_checks(tmp_path):
+    """judge_train.jsonl and replies_test.jsonl come from the script and the shipped replies, byte for byte; each
+    verdict row asks one rule of one reply and is answered as the rule's check says; no reference reply breaks one."""
+    subprocess.run(
+        [sys.executable, str(DEMO / "make_judge_data.py"), "--out", str(tmp_path)], check=True, capture_output=True
+    )
+    for name in ("judge_train.jsonl", "replies_test.jsonl"):
+        assert (tmp_path / name).read_bytes() == (DEMO / name).read_bytes(), f"{name} differs from the script's"
+    sys.path.insert(0, str(DEMO))
+    try:
+        import make_judge_data as judge_data
+    finally:
+        sys.path.remove(str(DEMO))
+    rows = [json.loads(line) for line in (DEMO / "judge_train.jsonl").read_text().splitlines()]
+    per_rule = {}
+    for row in rows:
+        question, verdict = row["messages"][0]["content"], row["messages"][1]["content"]
+        rule = judge_data.RULES.index(question.split("Rule: ", 1)[1].split("\n", 1)[0])
+        answer = question.split("The assistant answered:\n", 1)[1].rsplit("\n\nDoes the answer break", 1)[0]
+        assert verdict == ("yes" if judge_data.breaks(rule, answer) else "no")
+        per_rule.setdefault(rule, []).append(verdict)
+    for verdicts in per_rule.values():  # every break, and enough replies that keep the rule
+        assert verdicts.count("no") >= min(judge_data.MIN_NO, 2 * verdicts.count("yes"))
+    references = [json.loads(line)["completion"] for line in (DEMO / "replies_test.jsonl").read_text().splitlines()]
+    assert not any(judge_data.breaks(i, text) for i in range(len(judge_data.RULES)) for text in references)

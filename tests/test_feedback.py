@@ -86,6 +86,14 @@ def test_feedback_writes_pairs_that_follow_the_judge_and_train_with_dpo(tmp_path
     assert result.exit_code == 0, result.output
     answers = [json.loads(line) for line in (out / "verdicts.jsonl").read_text().splitlines()]
     assert len(answers) == 32 and len(judge.questions) >= 32
+    # Each prompt's first answer is the greedy one (what the model says deployed); the other three are sampled.
+    from tunelab.inference.generation import Decoding, generate
+    from tunelab.inference.loading import load_for_inference
+
+    model = load_for_inference(str(tiny_model_dir))
+    greedy = generate(model.model, model.tokenizer, [r["prompt"] for r in memorizable_rows(8)], Decoding(7))
+    assert [r["answer"] for r in answers if r["sample"] == 0] == greedy
+    assert len({r["answer"] for r in answers}) > 8, "sampled answers differ from the greedy ones"
     for row in answers:  # each verdict is the judge's, raw reply kept
         assert row["verdicts"][0]["raw"] == odd_length(row["answer"])
         assert row["verdicts"][0]["breaks"] == (len(row["answer"]) % 2 == 1)

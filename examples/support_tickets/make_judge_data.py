@@ -1,15 +1,23 @@
 """The reply-rules example (README "Rules instead of labels"): labelled verdicts to train a judge, reference replies
 for the test set, and the judge's agreement with a script that checks the same rules.
 
-    python examples/support_tickets/make_judge_data.py --replies r1.jsonl r2.jsonl   # judge_train, replies_test
+    python examples/support_tickets/make_judge_data.py            # judge_train.jsonl, replies_test.jsonl
+    python examples/support_tickets/make_judge_data.py --out /tmp/x   # the same bytes, elsewhere (the tests do this)
     python examples/support_tickets/make_judge_data.py --agreement runs/feedback/verdicts.jsonl
+    python examples/support_tickets/make_judge_data.py --checked-change BEFORE.jsonl AFTER.jsonl   # without the judge
 
 The three rules of reply_rules.txt were chosen so that a script can check them (CHECKS, regular expressions), which
 is what lets the judge's verdicts be measured instead of trusted. The judge itself is a model: the built-in
-SmolLM2-135M asked as is tells a breaking answer from a good one worse than chance (AUC 0.36 on 40 tickets, the
+SmolLM2-135M asked as is ranks breaking replies below good ones (AUC 0.27-0.36 per rule on 120 held-out replies, the
 README), so the example fine-tunes it with tunelab on verdicts this script labels: the base model's own replies to
-the training tickets (from `tunelab generate`, greedy and sampled), each rule asked of each reply, answered "yes"
-(it breaks the rule) or "no" by CHECKS. That stands in for verdicts a person would label; with a larger judge
+the training tickets, each rule asked of each reply, answered "yes" (it breaks the rule) or "no" by CHECKS. The
+replies are shipped (base_replies.jsonl: 990 rows), made with the reply system prompt by
+
+    tunelab generate smollm2-135m-instruct --input examples/support_tickets/train.jsonl --max-new-tokens 64 \
+        --batch-size 16 --system "$(cat examples/support_tickets/reply_system.txt)" --output r.jsonl \
+        [--temperature 0.8 --seed 1 | --temperature 0.8 --seed 2 | greedy]   # three runs, in that order
+
+That stands in for verdicts a person would label; with a larger judge
 model at hand (`--judge http://HOST:PORT/v1`), no training is needed.
 
 Rows per rule: every "yes", and twice as many "no" but at least MIN_NO (a seeded sample): with "no" rows in
@@ -27,7 +35,14 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from tunelab.evaluation.rules import DEFAULT_JUDGE_PROMPT, judge_question, read_rules
+from tunelab.evaluation.rules import (
+    DEFAULT_JUDGE_PROMPT,
+    Verdict,
+    judge_question,
+    paired_change,
+    read_rules,
+    rule_report,
+)
 
 HERE = Path(__file__).resolve().parent
 RULES = read_rules(HERE / "reply_rules.txt")
@@ -94,7 +109,15 @@ def judge_rows(replies: list[dict], rng: random.Random) -> list[dict]:
         yes, no = by_rule[rule][True], by_rule[rule][False]
         rows += yes + rng.sample(no, min(len(no), max(NO_PER_YES * len(yes), MIN_NO)))
     rng.shuffle(rows)
-    return rows
+    # Replies that differ in whitespace only are one row to tunelab (its duplicate check): keep the first.
+    seen: set[str] = set()
+    unique_rows = []
+    for row in rows:
+        key = " ".join(row["messages"][0]["content"].split())
+        if key not in seen:
+            seen.add(key)
+            unique_rows.append(row)
+    return unique_rows
 
 
 def agreement(verdict_files: list[Path]) -> dict:
@@ -125,12 +148,38 @@ def agreement(verdict_files: list[Path]) -> dict:
     }
 
 
+def checked_change(before: Path, after: Path) -> dict:
+    """The share of answers breaking a rule as CHECKS see it (not the judge), in two prediction files of the same
+    test rows (`tunelab compare --rules` writes one per arm), and after minus before with a paired interval."""
+    per_file = []
+    for path in (before, after):
+        rows = [json.loads(line) for line in path.read_text().splitlines()]
+        per_file.append([[Verdict(i, breaks(i, r["output"]), "") for i in range(len(RULES))] for r in rows])
+    change, (low, high) = paired_change(*per_file)
+    shares = [rule_report(verdicts, resamples=1000) for verdicts in per_file]
+    return {
+        "before": {k: round(v, 4) for k, v in shares[0].metrics.items()},
+        "before_ci95": {k: [round(x, 4) for x in v] for k, v in shares[0].intervals.items()},
+        "after": {k: round(v, 4) for k, v in shares[1].metrics.items()},
+        "after_ci95": {k: [round(x, 4) for x in v] for k, v in shares[1].intervals.items()},
+        "change": round(change, 4),
+        "change_ci95": [round(low, 4), round(high, 4)],
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--replies", nargs="*", type=Path, default=[], help="`tunelab generate --output` files")
+    parser.add_argument(
+        "--replies", nargs="*", type=Path, default=[HERE / "base_replies.jsonl"], help="`tunelab generate` outputs"
+    )
     parser.add_argument("--out", type=Path, default=HERE, help="where judge_train.jsonl goes")
     parser.add_argument("--agreement", nargs="*", type=Path, default=[], help="verdict files to check")
+    parser.add_argument("--checked-change", nargs=2, type=Path, metavar=("BEFORE", "AFTER"), help="predictions")
     args = parser.parse_args(argv)
+    if args.checked_change:
+        json.dump(checked_change(*args.checked_change), sys.stdout, indent=2)
+        print()
+        return
     if args.agreement:
         json.dump(agreement(args.agreement), sys.stdout, indent=2)
         print()

@@ -99,6 +99,9 @@ def feedback(
     temperature: Annotated[float, typer.Option(help="Sampling temperature (above 0).")] = 1.0,
     max_new_tokens: Annotated[int, typer.Option(min=1)] = 64,
     seed: int = 0,
+    greedy_first: Annotated[
+        bool, typer.Option(help="Make each prompt's first answer the greedy one (what the model says deployed).")
+    ] = True,
     batch_size: Annotated[int, typer.Option(min=1, help="Prompts generated together.")] = 16,
     config: PromptConfigOpt = None,
     overwrite: OverwriteOpt = False,
@@ -108,7 +111,7 @@ def feedback(
     from tunelab.evaluation import feedback as feedbackmod
 
     check = _rules_check(rules, judge, judge_model, judge_prompt, trust_remote_code)
-    sampling = feedbackmod.Sampling(samples, temperature, max_new_tokens, seed, batch_size)
+    sampling = feedbackmod.Sampling(samples, temperature, max_new_tokens, seed, batch_size, greedy_first)
     job = feedbackmod.prepare(model, data, check, sampling, config, output, overwrite, trust_remote_code)
     summary = feedbackmod.run(job)
     shares = ", ".join(f"{k} {100 * v:.1f}%" for k, v in summary["sampled_answers_breaking"].items())
