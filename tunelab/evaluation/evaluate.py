@@ -115,15 +115,21 @@ def prepare(
 
 def run(job: EvalJob, **options: Any) -> EvalResult:
     """Load the model, generate, score, and write metrics.json, predictions.jsonl and report.md."""
-    loaded = load_for_inference(job.ref, trust_remote_code=job.trust_remote_code)
-    if not artifacts.looks_like_run(job.ref):
-        loaded = Loaded(loaded.model, loaded.tokenizer, job.cfg.data.template, job.cfg.data.system, loaded.source)
+    loaded = load_with_prompt_layout(job.ref, job.cfg, job.trust_remote_code)
     result = evaluate_loaded(loaded, job.cfg, job.test_file, job.metrics, job.examples, **options)
     if job.check is not None:
         del loaded  # the judge may be as large as the model: one at a time
         add_rules(result, job.check, judge_rows(job.check, result.rows))
     write(result, job.output_dir)
     return result
+
+
+def load_with_prompt_layout(ref: str, cfg: RunConfig, trust_remote_code: bool = False) -> Loaded:
+    """A model or run for inference; a run brings its template and system prompt, a plain model takes `cfg`'s."""
+    loaded = load_for_inference(ref, trust_remote_code=trust_remote_code)
+    if artifacts.looks_like_run(ref):
+        return loaded
+    return Loaded(loaded.model, loaded.tokenizer, cfg.data.template, cfg.data.system, loaded.source)
 
 
 def evaluate_loaded(

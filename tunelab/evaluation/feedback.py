@@ -32,10 +32,10 @@ from tunelab import artifacts, data
 from tunelab.config import RunConfig
 from tunelab.console import info
 from tunelab.errors import ConfigError
+from tunelab.evaluation.evaluate import load_with_prompt_layout, run_config_for
 from tunelab.evaluation.judge import RulesCheck, judge_texts
 from tunelab.evaluation.rules import Verdict, breaks_any, broken_count, rule_report
 from tunelab.inference.generation import Decoding, generate
-from tunelab.inference.loading import Loaded, load_for_inference
 
 OUTPUT_FILES = ("pairs.jsonl", "judged.jsonl", "verdicts.jsonl", "judge_prompt.txt", "rules.txt", "feedback.json")
 
@@ -85,8 +85,6 @@ def prepare(
     trust_remote_code: bool = False,
 ) -> FeedbackJob:
     """Every check that needs no weights: the rules, judge, prompts and output folder."""
-    from tunelab.evaluation.evaluate import run_config_for
-
     cfg = run_config_for(ref, config_path, data_file)
     examples = data.read_eval_examples(data_file, cfg)
     if output_dir.is_file():
@@ -111,9 +109,7 @@ def run(job: FeedbackJob) -> dict[str, Any]:
 
 def sample(job: FeedbackJob) -> list[str]:
     """`samples` answers per example, example by example (greedy first); the model is freed before the judge loads."""
-    loaded = load_for_inference(job.ref, trust_remote_code=job.trust_remote_code)
-    if not artifacts.looks_like_run(job.ref):  # a run brings its prompt layout; a plain model takes the config's
-        loaded = Loaded(loaded.model, loaded.tokenizer, job.cfg.data.template, job.cfg.data.system, loaded.source)
+    loaded = load_with_prompt_layout(job.ref, job.cfg, job.trust_remote_code)
     s = job.sampling
     sampled = s.samples - s.greedy_first
     greedy = "1 greedy, " if s.greedy_first else ""

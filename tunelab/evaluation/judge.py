@@ -37,6 +37,14 @@ API_KEY_ENV = "TUNELAB_JUDGE_API_KEY"
 _FIRST_WORD = re.compile(r"^\W*(yes|no)\b", re.IGNORECASE)
 
 
+def local_description(model: str) -> dict[str, Any]:
+    return {"kind": "local", "model": model, "verdict": "P(yes) > P(no) for the next token"}
+
+
+def endpoint_description(url: str, model: str) -> dict[str, Any]:
+    return {"kind": "endpoint", "url": url, "model": model, "verdict": "first word of the reply"}
+
+
 class Judge(Protocol):
     def ask(self, questions: list[str]) -> list[Answer]: ...
 
@@ -74,7 +82,7 @@ class LocalJudge:
             )
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": "local", "model": self.loaded.source, "verdict": "P(yes) > P(no) for the next token"}
+        return local_description(self.loaded.source)
 
     def ask(self, questions: list[str]) -> list[Answer]:
         tok = self.loaded.tokenizer
@@ -129,7 +137,7 @@ class EndpointJudge:
     concurrency: int = 8
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": "endpoint", "url": self.url, "model": self.model, "verdict": "first word of the reply"}
+        return endpoint_description(self.url, self.model)
 
     def ask(self, questions: list[str]) -> list[Answer]:
         with ThreadPoolExecutor(self.concurrency) as pool:
@@ -245,11 +253,7 @@ class RulesCheck:
             )
         rules, template = read_rules(rules_path), read_judge_prompt(judge_prompt)
         checked = check_judge(judge, judge_model, trust_remote_code)
-        described = (
-            {"kind": "endpoint", "url": judge, "model": checked[1], "verdict": "first word of the reply"}
-            if checked
-            else {"kind": "local", "model": judge, "verdict": "P(yes) > P(no) for the next token"}
-        )
+        described = endpoint_description(judge, checked[1]) if checked else local_description(judge)
         return cls(rules, template, judge, judge_model, trust_remote_code, described)
 
     def open(self) -> Judge:
