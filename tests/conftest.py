@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import build_tiny_bert
+
 # pytest-xdist starts its workers with COLUMNS=80, and rich fixes a console's width at creation when COLUMNS is
 # set; without it the console reads COLUMNS when it prints, so a test can widen the terminal with setenv.
 os.environ.pop("COLUMNS", None)
@@ -83,6 +85,12 @@ def build_tiny_llama(tokenizer_dir: Path, out: Path, seed: int = 0, **shape) -> 
     LlamaForCausalLM(config).save_pretrained(out)
     tok.save_pretrained(out)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder_dir(tmp_path_factory) -> Path:
+    """A tiny random sentence encoder for retrieval tests (its window: 512 positions)."""
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny_encoder"), max_positions=512)
 
 
 @pytest.fixture(scope="session")

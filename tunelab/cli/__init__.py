@@ -17,7 +17,7 @@ from tunelab.errors import TunelabError
 
 # Each stage's module registers its commands on `app` when imported; this order is the order of `tunelab --help`.
 # isort: off
-from tunelab.cli import train, infer, evaluate, export  # noqa: F401
+from tunelab.cli import train, infer, retrieval, evaluate, export  # noqa: F401
 # isort: on
 
 __all__ = ["_split", "app", "main"]

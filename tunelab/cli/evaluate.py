@@ -69,13 +69,23 @@ def compare(
     judge: JudgeOpt = None,
     judge_model: JudgeModelOpt = None,
     judge_prompt: JudgePromptOpt = None,
+    index: Annotated[
+        Path | None,
+        typer.Option("--index", help="An index (tunelab index): adds the arms rag and fine-tuned+rag."),
+    ] = None,
+    rag_k: Annotated[int, typer.Option(help="Passages retrieved per question (as many as fit are used).")] = 4,
+    rag_mode: Annotated[str, typer.Option(help="Retrieval: hybrid, dense or lexical.")] = "hybrid",
     trust_remote_code: TrustOpt = False,
 ) -> None:
-    """Zero-shot vs few-shot vs fine-tuned on one test set: which is worth it, and by how much."""
+    """Zero-shot vs few-shot vs RAG vs fine-tuned on one test set: which is worth it, and by how much."""
     from tunelab.evaluation import compare as comparemod
+    from tunelab.evaluation.arms import Retrieval
 
     check = _rules_check(rules, judge, judge_model, judge_prompt, trust_remote_code)
-    job = comparemod.prepare(config, data, run or [], _split(metrics), output_dir, overwrite, trust_remote_code, check)
+    retrieval = Retrieval(index, rag_k, rag_mode) if index is not None else None
+    job = comparemod.prepare(
+        config, data, run or [], _split(metrics), output_dir, overwrite, trust_remote_code, check, retrieval
+    )
     arms = comparemod.run(job)  # prepare ran every check that needs no weights
     console.print(comparemod.table(arms))
     for line in [comparemod.verdict(arms), *comparemod.rules_sentences(arms)]:

@@ -115,6 +115,13 @@ def serve(
             "update once more, so an answer can differ slightly from one decoded beside its own adapter only."
         ),
     ] = True,
+    index: Annotated[
+        Path | None,
+        typer.Option(
+            "--index", help="An index (tunelab index): chat requests get retrieved passages, named in the reply."
+        ),
+    ] = None,
+    rag_k: Annotated[int, typer.Option(min=1, help="With --index: passages retrieved per chat request.")] = 4,
     trust_remote_code: TrustOpt = False,
 ) -> None:
     """Serve the models over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions, /v1/models)."""
@@ -125,6 +132,14 @@ def serve(
     if engine == "vllm":
         from tunelab.serving import vllm
 
+        if index is not None:
+            from tunelab.errors import ConfigError
+
+            raise ConfigError("--index: retrieval is served by --engine tunelab; vLLM serves the models alone")
         vllm.serve(runs, host, port, api_key, placement)  # becomes vLLM: never returns
-    settings = serving.ServerSettings(api_key=api_key, mixed_batches=mixed_batches)
-    serving.serve(runs, host, port, settings, placement)
+    settings = serving.ServerSettings(api_key=api_key, mixed_batches=mixed_batches, retrieval_k=rag_k)
+    if index is not None:
+        from tunelab.rag import read_manifest
+
+        read_manifest(index)  # a wrong folder says so before the models load
+    serving.serve(runs, host, port, settings, placement, index)

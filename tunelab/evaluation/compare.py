@@ -1,7 +1,8 @@
-"""`tunelab compare`: was fine-tuning worth it over prompting? One test set, same prompts and decoding:
+"""`tunelab compare`: was fine-tuning worth it over prompting or retrieval? One test set, same decoding:
 
     arms: the base model zero-shot, the base model few-shot (k training examples before each prompt,
-    as many as fit the context window), and one or more fine-tuned runs.
+    as many as fit the context window), with --index the base model with retrieved passages (rag), and
+    one or more fine-tuned runs, each also with the passages (fine-tuned+rag) when there is an index.
 
 Writes compare.md, compare.json and compare.png (main metric per arm with 95% error bars) and
 states the winner and the margin in one sentence.
@@ -10,21 +11,20 @@ states the winner and the margin in one sentence.
 from __future__ import annotations
 
 import json
-import random
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tunelab import artifacts, data
 from tunelab.config import RunConfig, load
 from tunelab.errors import ConfigError
+from tunelab.evaluation.arms import Retrieval, arm_name, few_shot_examples, rag_examples, retrieve
 from tunelab.evaluation.evaluate import EvalResult, add_rules, evaluate_loaded, judge_rows
 from tunelab.evaluation.judge import RulesCheck
 from tunelab.evaluation.metrics import unknown_metrics
 from tunelab.evaluation.rules import paired_change
 from tunelab.evaluation.scoring import format_value
-from tunelab.inference.generation import encode_prompt
 from tunelab.inference.loading import Loaded, load_for_inference
 
 
@@ -32,27 +32,6 @@ from tunelab.inference.loading import Loaded, load_for_inference
 class Arm:
     name: str
     result: EvalResult
-
-
-def few_shot_examples(cfg: RunConfig, loaded: Loaded, examples: list[Any], k: int) -> tuple[list[Any], float]:
-    """Each test example with up to k training examples before it as earlier turns, fewer when the prompt
-    would not leave room for the answer within the model's context window; and the mean shots used."""
-    pool = [row.messages for row in data.preflight(cfg).train]
-    shots = random.Random(cfg.train.seed).sample(pool, min(k, len(pool)))
-    budget = context_window(loaded.model) - cfg.eval.max_new_tokens
-    out, used = [], []
-    for example in examples:
-        for n in range(len(shots), -1, -1):
-            messages = [m for shot in shots[:n] for m in shot if m["role"] != "system"] + example.messages
-            if n == 0 or len(encode_prompt(loaded.tokenizer, messages, loaded.template, loaded.system)) <= budget:
-                break
-        out.append(replace(example, messages=messages))
-        used.append(n)
-    return out, sum(used) / len(used)
-
-
-def context_window(model: Any) -> int:
-    return int(getattr(model.config, "max_position_embeddings", 2048))
 
 
 OUTPUT_FILES = ("compare.json", "compare.md", "compare.png")
@@ -70,6 +49,7 @@ class CompareJob:
     output_dir: Path
     trust_remote_code: bool = False
     check: RulesCheck | None = None
+    retrieval: Retrieval | None = None
 
 
 def prepare(
@@ -81,6 +61,7 @@ def prepare(
     overwrite: bool = False,
     trust_remote_code: bool = False,
     check: RulesCheck | None = None,
+    retrieval: Retrieval | None = None,
 ) -> CompareJob:
     """The preflight of `tunelab compare` (run(prepare(...))): the config, metric names, test rows, runs and the
     output, before any model loads."""
@@ -94,15 +75,17 @@ def prepare(
     problems += artifacts.output_problems([output_dir / name for name in OUTPUT_FILES], overwrite, "--output-dir")
     if problems:
         raise ConfigError(problems[0], problems[1:])
+    if retrieval is not None:
+        retrieval.check()
     for run in runs:
         artifacts.open_run(run)  # an unfinished run says so now, not after the base model's arms
     examples = data.read_eval_examples(test_file, cfg)
-    return CompareJob(cfg, test_file, runs, metrics, examples, output_dir, trust_remote_code, check)
+    return CompareJob(cfg, test_file, runs, metrics, examples, output_dir, trust_remote_code, check, retrieval)
 
 
 def run(job: CompareJob) -> list[Arm]:
     """Every arm, then compare.md/.json/.png (and each arm's predictions) in the job's output_dir."""
-    arms = compare(job.cfg, job.test_file, job.runs, job.metrics, job.examples, job.trust_remote_code)
+    arms = compare(job.cfg, job.test_file, job.runs, job.metrics, job.examples, job.trust_remote_code, job.retrieval)
     if job.check is not None:
         judge_arms(arms, job.check)
     write(arms, job.output_dir)
@@ -116,9 +99,11 @@ def compare(
     metrics: list[str],
     examples: list[Any] | None = None,
     trust_remote_code: bool = False,
+    retrieval: Retrieval | None = None,
 ) -> list[Arm]:
     """Every arm on the test rows; the base model as `cfg` loads it, each run only with `trust_remote_code`."""
     examples = examples if examples is not None else data.read_eval_examples(test_file, cfg)
+    retrieved = retrieve(retrieval, examples, trust_remote_code) if retrieval is not None else None
     base = load_for_inference(
         cfg.model.name, cfg.model.device, cfg.model.dtype, trust_remote_code=cfg.model.trust_remote_code
     )
@@ -127,13 +112,29 @@ def compare(
     if cfg.eval.few_shot_k:
         k = cfg.eval.few_shot_k
         shots, mean_used = few_shot_examples(cfg, base, examples, k)
-        name = f"{k}-shot" if mean_used == k else f"few-shot (up to {k}, {mean_used:.1f} fit on average)"
+        name = arm_name("few-shot", k, mean_used, f"{k}-shot")
         arms.append(Arm(name, evaluate_loaded(base, cfg, test_file, metrics, shots)))
+    if retrieved is not None:
+        arms.append(rag_arm("rag", None, base, cfg, test_file, metrics, examples, retrieved))
     del base
     for run in runs:
         tuned = load_for_inference(run, trust_remote_code=trust_remote_code)
         arms.append(Arm(f"fine-tuned ({run})", evaluate_loaded(tuned, cfg, test_file, metrics, examples)))
+        if retrieved is not None:
+            arms.append(rag_arm("fine-tuned+rag", run, tuned, cfg, test_file, metrics, examples, retrieved))
     return arms
+
+
+def rag_arm(kind: str, run: str | None, loaded: Loaded, cfg: RunConfig, test_file, metrics, examples, retrieved):
+    """`loaded` answering with the retrieved passages that fit its window, named by what fit ("rag (top 4)",
+    "fine-tuned+rag (runs/x, up to 4, 2.5 fit on average)"); each row records the passages it was given."""
+    with_context, used, mean_used = rag_examples(cfg, loaded, examples, retrieved)
+    k = max(map(len, retrieved))
+    result = evaluate_loaded(loaded, cfg, test_file, metrics, with_context)
+    for row, passages in zip(result.rows, used, strict=True):
+        row["passages"] = [{"source": p.source, "chunk": p.chunk} for p in passages]
+    fit = f"top {k}" if mean_used == k else f"up to {k}, {mean_used:.1f} fit on average"
+    return Arm(f"{kind} ({run + ', ' if run else ''}{fit})", result)
 
 
 def judge_arms(arms: list[Arm], check: RulesCheck) -> None:
@@ -200,11 +201,17 @@ def markdown(arms: list[Arm]) -> str:
     return "\n".join([*lines, "", verdict(arms), *rules_sentences(arms)]) + "\n"
 
 
-def table(arms: list[Arm], title: str = "zero-shot vs few-shot vs fine-tuned (95% CI)") -> Any:
+def title(arms: list[Arm]) -> str:
+    """The kinds of arm compared, e.g. "zero-shot vs 3-shot vs rag vs fine-tuned vs fine-tuned+rag"."""
+    kinds = dict.fromkeys(arm.name.split(" (")[0] for arm in arms)
+    return " vs ".join(kinds)
+
+
+def table(arms: list[Arm], heading: str | None = None) -> Any:
     """The comparison for a terminal: one column per arm, one row per metric, then the costs."""
     from rich.table import Table
 
-    grid = Table(title=title)
+    grid = Table(title=heading or f"{title(arms)} (95% CI)")
     grid.add_column("metric")
     for arm in arms:
         grid.add_column(arm.name, justify="right")
@@ -235,7 +242,7 @@ def plot(arms: list[Arm], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(arms), 3.6))
     ax.bar([a.name for a in arms], values, yerr=errors, capsize=6, color="#4c72b0")
     ax.set_ylabel(f"{key} (95% CI)")
-    ax.set_title("zero-shot vs few-shot vs fine-tuned")
+    ax.set_title(title(arms))
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=120)

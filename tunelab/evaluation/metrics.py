@@ -66,6 +66,24 @@ def exact_match(predictions: list[str], references: list[str]) -> dict[str, floa
     return {"exact_match": hits / len(references)}
 
 
+@_declare("contains", row_decomposable=True)
+def contains(predictions: list[str], references: list[str]) -> dict[str, float]:
+    """Share of rows whose prediction holds the reference's answer, whatever the wording around it (the "has
+    answer" check of open-domain QA): for a JSON-object reference every value, else the whole reference; case
+    and runs of whitespace ignored. It credits a right fact in the wrong format, which json_fields does not."""
+    _check_rows(predictions, references)
+    hits = 0
+    for prediction, reference in zip(predictions, references, strict=True):
+        found = parse_json_object(reference)
+        wanted = [str(v) for v in found.values()] if found else [reference]
+        hits += all(_squeeze(w) in _squeeze(prediction) for w in wanted)
+    return {"contains": hits / len(references)}
+
+
+def _squeeze(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
 def parse_json_object(text: str) -> dict[str, Any] | None:
     """The JSON object in `text` (surrounding whitespace and a ``` fence allowed), or None if there is none."""
     body = _CLOSING_FENCE.sub("", _OPENING_FENCE.sub("", text.strip())).strip()
@@ -212,6 +230,7 @@ def f1(predictions: list[str], references: list[str]) -> dict[str, float]:
 
 METRICS: dict[str, Metric] = {
     "exact_match": exact_match,
+    "contains": contains,
     "json_fields": json_fields,
     "rouge": rouge,
     **{kind: _rouge_single(kind) for kind in ROUGE_TYPES},

@@ -11,6 +11,7 @@ streaming (server-sent events), api_errors (errors in OpenAI's shape, the body-s
 from __future__ import annotations
 
 import ipaddress
+from pathlib import Path
 
 from tunelab.console import info
 from tunelab.inference.loading import LoadOptions
@@ -19,8 +20,15 @@ from tunelab.serving.protocol import ServerSettings
 __all__ = ["ServerSettings", "serve"]
 
 
-def serve(refs: list[str], host: str, port: int, settings: ServerSettings, placement: LoadOptions) -> None:
-    """Load the models, start the worker, serve until Ctrl-C."""
+def serve(
+    refs: list[str],
+    host: str,
+    port: int,
+    settings: ServerSettings,
+    placement: LoadOptions,
+    index_dir: Path | None = None,
+) -> None:
+    """Load the models (and the index, to augment chat requests), start the worker, serve until Ctrl-C."""
     # fastapi + uvicorn cost ~0.5 s to import: only this command pays it.
     import uvicorn
 
@@ -29,11 +37,17 @@ def serve(refs: list[str], host: str, port: int, settings: ServerSettings, place
 
     if settings.api_key is None and not _is_loopback(host):
         info(f"serving on {host} without an API key: anyone who can reach it can use it (set TUNELAB_API_KEY)")
+    index = None
+    if index_dir is not None:
+        from tunelab.rag import open_index
+
+        index = open_index(index_dir, device=placement.device or "auto")
+        info(f"chat requests get up to {settings.retrieval_k} passages from {index_dir} ({len(index.rows)} chunks)")
     batching = {"max_batch": settings.max_batch, "batch_window_s": settings.batch_window_s}
     engine = load_engine(refs, placement, max_queue=settings.max_queue, mixed=settings.mixed_batches, **batching)
     info(f"serving {', '.join(engine.targets)} at http://{host}:{port}/v1")
     try:
-        uvicorn.run(build_app(engine.start(), settings), host=host, port=port, log_level="warning")
+        uvicorn.run(build_app(engine.start(), settings, index), host=host, port=port, log_level="warning")
     finally:
         engine.close()
 

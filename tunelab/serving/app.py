@@ -17,7 +17,8 @@ from fastapi.responses import StreamingResponse
 
 from tunelab.data.templates import encode_prompt
 from tunelab.inference.generation import Decoding, Prompt
-from tunelab.serving import api_errors, protocol, streaming
+from tunelab.rag import Index
+from tunelab.serving import api_errors, protocol, retrieval, streaming
 from tunelab.serving.api_errors import ApiError
 from tunelab.serving.engine import Engine, Job, QueueFullError
 from tunelab.serving.protocol import ChatRequest, CompletionRequest, ServerSettings
@@ -31,7 +32,8 @@ class Prepared:
     prompt_tokens: int
 
 
-def build_app(engine: Engine, settings: ServerSettings) -> FastAPI:
+def build_app(engine: Engine, settings: ServerSettings, index: Index | None = None) -> FastAPI:
+    """The app over `engine`; with an `index`, chat requests get retrieved passages (serving/retrieval.py)."""
     app = FastAPI(title="tunelab", docs_url=None, redoc_url=None, openapi_url=None)
     api_errors.install(app)
     app.add_middleware(api_errors.BodyLimit, limit=settings.max_body_bytes)
@@ -54,7 +56,12 @@ def build_app(engine: Engine, settings: ServerSettings) -> FastAPI:
     @v1.post("/chat/completions")
     async def chat(req: ChatRequest) -> Any:
         prompt = [m.as_message() for m in req.messages]
-        return await answer(engine, settings, req, prompt, req.max_completion_tokens or req.max_tokens, chat=True)
+        max_tokens = req.max_completion_tokens or req.max_tokens
+        if index is None or not req.retrieval:
+            return await answer(engine, settings, req, prompt, max_tokens, chat=True)
+        model, budget = target_name(engine, req.model), max_tokens or settings.default_max_tokens
+        prompt, used = await retrieval.augment(engine, index, settings.retrieval_k, model, prompt, budget)
+        return await answer(engine, settings, req, prompt, max_tokens, chat=True, extra=retrieval.passages_field(used))
 
     @v1.post("/completions")
     async def completions(req: CompletionRequest) -> Any:
@@ -90,8 +97,16 @@ def _model_card(name: str) -> dict[str, Any]:
 
 
 async def answer(
-    engine: Engine, settings: ServerSettings, req: Any, prompt: Prompt, max_tokens: int | None, chat: bool
+    engine: Engine,
+    settings: ServerSettings,
+    req: Any,
+    prompt: Prompt,
+    max_tokens: int | None,
+    chat: bool,
+    extra: dict[str, Any] | None = None,
 ) -> Any:
+    """The request's answer, whole or streamed; `extra` fields join the response (or a stream's first chunk)."""
+    extra = extra or {}
     prepared = prepare(engine, settings, req, prompt, max_tokens)
     rid = protocol.new_id("chatcmpl" if chat else "cmpl")
     if req.stream:
@@ -103,6 +118,7 @@ async def answer(
             prepared.prompt_tokens,
             bool(req.stream_options and req.stream_options.include_usage),
             chat,
+            extra,
         )
         job, pieces = _queued(
             lambda: streaming.start(engine, prepared.model, prepared.prompt, prepared.decoding, spec.stops)
@@ -116,7 +132,7 @@ async def answer(
     finish = "stop" if stopped or tokens < prepared.decoding.max_new_tokens else "length"
     use = protocol.usage(prepared.prompt_tokens, tokens)
     if chat:
-        return protocol.chat_response(rid, prepared.model, text, finish, use)
+        return protocol.chat_response(rid, prepared.model, text, finish, use) | extra
     return protocol.completion_response(rid, prepared.model, text, finish, use)
 
 

@@ -29,6 +29,7 @@ class ServerSettings:
     batch_window_s: float = 0.02
     # LoRA: requests for different adapters share a batch, one adapter per row.
     mixed_batches: bool = True
+    retrieval_k: int = 4  # with `serve --index`: passages retrieved per chat request (as many as fit are used)
 
 
 class StreamOptions(BaseModel):
@@ -71,6 +72,7 @@ class ChatMessage(BaseModel):
 class ChatRequest(_Request):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1)  # the newer name of max_tokens
+    retrieval: bool = True  # not OpenAI's: with `serve --index`, extra_body={"retrieval": False} skips it
 
 
 class CompletionRequest(_Request):

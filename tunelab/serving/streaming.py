@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from tunelab.serving import protocol
@@ -28,6 +28,7 @@ class StreamSpec:
     prompt_tokens: int
     include_usage: bool
     chat: bool
+    extra: dict[str, Any] = field(default_factory=dict)  # fields of the first chunk beside OpenAI's (passages)
 
 
 def start(engine: Engine, model: str, prompt: Any, decoding: Any, stops: list[str]) -> tuple[Job, asyncio.Queue]:
@@ -50,7 +51,8 @@ async def events(job: Job, pieces: asyncio.Queue, spec: StreamSpec, count: Calla
     sent: list[str] = []
     try:
         if spec.chat:
-            yield _data(protocol.chat_chunk(spec.rid, spec.model, {"role": "assistant", "content": ""}, None))
+            first = protocol.chat_chunk(spec.rid, spec.model, {"role": "assistant", "content": ""}, None)
+            yield _data(first | spec.extra)
         while (item := await pieces.get()) is not None and not stop.stopped:
             if isinstance(item, BaseException):
                 failed = f"generation failed: {type(item).__name__}"
