@@ -12,8 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import build_tiny_bert
-
 # pytest-xdist starts its workers with COLUMNS=80, and rich fixes a console's width at creation when COLUMNS is
 # set; without it the console reads COLUMNS when it prints, so a test can widen the terminal with setenv.
 os.environ.pop("COLUMNS", None)
@@ -90,6 +88,10 @@ def build_tiny_llama(tokenizer_dir: Path, out: Path, seed: int = 0, **shape) -> 
 @pytest.fixture(scope="session")
 def tiny_encoder_dir(tmp_path_factory) -> Path:
     """A tiny random sentence encoder for retrieval tests (its window: 512 positions)."""
+    # imported here, not at the top: tests.helpers imports the CLI, whose console must be created after the
+    # COLUMNS fix-up above
+    from tests.helpers import build_tiny_bert
+
     return build_tiny_bert(tmp_path_factory.mktemp("tiny_encoder"), max_positions=512)
 
 

@@ -91,7 +91,7 @@ def test_score_rows_gives_one_dict_per_row():
 
 
 def test_unknown_metric_lists_valid_names():
-    with pytest.raises(ValueError, match="unknown metric 'rogue'.*accuracy, bleu, chrf, exact_match, f1"):
+    with pytest.raises(ValueError, match="unknown metric 'rogue'.*accuracy, bleu, chrf, contains, exact_match, f1"):
         task_scorer("rogue")
     with pytest.raises(ValueError, match="unknown metric"):
         score_rows("rogue", [REF], [REF])

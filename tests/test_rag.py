@@ -123,7 +123,7 @@ def minimal_pdf(text: str) -> bytes:
 def test_each_kind_of_document_is_read_as_its_text(tmp_path):
     (tmp_path / "page.html").write_text(
         "<html><head><style>p{}</style><script>var hidden=1;</script></head>"
-        "<body><h1>Warranty</h1><p>Two   years.</p></body></html>"
+        "<body><h1>Warranty</h1><p>Two   years.</p><ul><li>one<li>two</ul>a<br>b</body></html>"
     )
     (tmp_path / "rows.jsonl").write_text(
         json.dumps({"id": "faq-7", "text": "Reset: hold 12 s."}) + "\n\n" + json.dumps({"text": "No id here."}) + "\n"
@@ -132,7 +132,7 @@ def test_each_kind_of_document_is_read_as_its_text(tmp_path):
     files = documents.find_files([tmp_path])
     assert [f.name for f in files] == ["manual.pdf", "page.html", "rows.jsonl"]
     read = {d.source: d.text for f in files for d in documents.read(f)}
-    assert read["page.html"] == "Warranty\n\nTwo years."
+    assert read["page.html"] == "Warranty\n\nTwo years.\n\none\n\ntwo\n\na\n\nb"
     assert read["faq-7"] == "Reset: hold 12 s." and read["rows.jsonl:3"] == "No id here."
     assert "Battery lasts 14 hours" in read["manual.pdf"]
 
@@ -217,15 +217,54 @@ def test_building_again_re_embeds_only_changed_files_and_drops_removed_ones(buil
 def test_a_crash_mid_index_leaves_the_old_index_as_it_was(built, tmp_path, tiny_encoder_dir, monkeypatch):
     before = {p.name: p.read_bytes() for p in built.iterdir()}
     (tmp_path / "docs" / "aero.md").write_text("Changed: the Aero fan now runs for 16 hours.")
+    stale = tmp_path / ".index.tmp-999999999"  # a build killed earlier (no such process): swept by the next one
+    stale.mkdir()
+    (stale / "chunks.jsonl").write_text("half")
 
-    def crash(self, texts):
-        raise RuntimeError("killed mid-embedding")
+    def crash(path, data):  # the new folder is fully written but for its manifest, which goes last
+        assert (path.parent / "vectors.safetensors").is_file()
+        raise RuntimeError("killed before the manifest")
 
-    monkeypatch.setattr("tunelab.rag.encoder.Encoder.encode", crash)
+    monkeypatch.setattr("tunelab.artifacts.write_json", crash)
     with pytest.raises(RuntimeError, match="killed"):
         rag.build([tmp_path / "docs"], built, settings(tiny_encoder_dir))
     assert {p.name: p.read_bytes() for p in built.iterdir()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["docs", "index"]  # no half-written folder left
+
+
+def test_an_index_whose_files_disagree_or_whose_encoder_changed_is_refused(built, tmp_path, tiny_encoder_dir):
+    import shutil
+
+    rows = (built / "chunks.jsonl").read_text().splitlines()
+    (built / "chunks.jsonl").write_text("\n".join(rows[:-1]) + "\n")
+    with pytest.raises(ConfigError, match=f"{len(rows) - 1} chunks, {len(rows)} vectors"):
+        rag.open_index(built)
+    (built / "index.json").write_text("{not json")
+    with pytest.raises(ConfigError, match="index.json: not readable"):
+        rag.open_index(built)
+    retrained = shutil.copytree(tiny_encoder_dir, tmp_path / "encoder")
+    rag.build([tmp_path / "docs"], tmp_path / "index2", settings(retrained))
+    build_tiny_bert_weights(retrained, seed=1)  # trained again in place, same name
+    with pytest.raises(ConfigError, match="has changed since the index was built"):
+        rag.open_index(tmp_path / "index2")
+    report = rag.build([tmp_path / "docs"], tmp_path / "index2", settings(retrained))
+    assert report.embedded == report.chunks  # other weights: nothing kept
+
+
+def build_tiny_bert_weights(folder: Path, seed: int) -> None:
+    import torch
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(seed)
+    BertModel(BertConfig.from_pretrained(folder)).save_pretrained(folder)
+
+
+def test_two_documents_under_one_name_are_refused(tmp_path, tiny_encoder_dir):
+    (tmp_path / "docs").mkdir()
+    rows = [{"id": "faq", "text": "one"}, {"id": "faq", "text": "two"}]
+    (tmp_path / "docs" / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(DataError, match="a second document named 'faq'"):
+        rag.build([tmp_path / "docs"], tmp_path / "index", settings(tiny_encoder_dir))
 
 
 def test_an_index_refuses_a_query_with_another_encoder(built):
@@ -269,7 +308,11 @@ def test_the_index_command_says_what_it_did(tmp_path, tiny_encoder_dir):
     assert first.exit_code == 0, first.output
     assert "indexed 4 files" in first.output and "4 read and embedded, 0 unchanged" in first.output
     again = run_cli(args + ["--chunk-tokens", "64", "--overlap", "8"])
-    assert "0 read and embedded, 4 unchanged" in again.output
+    assert again.exit_code == 0 and "0 read and embedded, 4 unchanged" in again.output
+    default = run_cli(args)  # default chunking: as many tokens as the encoder reads
+    assert default.exit_code == 0 and "4 read and embedded" in default.output
+    window = load_encoder(str(tiny_encoder_dir)).window
+    assert rag.read_manifest(tmp_path / "idx")["chunking"] == {"size": window, "overlap": 32} and window == 510
 
 
 def test_a_server_store_gets_a_new_collection_per_build_and_loses_the_old_one_after(

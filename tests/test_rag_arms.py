@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import openai
@@ -175,3 +176,30 @@ def test_the_serve_command_opens_the_index_and_its_replies_name_passages(setup, 
     finally:
         child.terminate()
         child.wait(timeout=30)
+
+
+def test_concurrent_requests_all_get_their_own_passages(served, tiny_model_dir):
+    client, _, index = served
+
+    def ask(question):
+        reply = client.chat.completions.create(
+            model=str(tiny_model_dir), messages=[{"role": "user", "content": question}], max_tokens=2
+        )
+        return [p["source"] for p in reply.model_extra["passages"]]
+
+    questions = QUESTIONS * 4
+    with ThreadPoolExecutor(max_workers=len(questions)) as pool:
+        got = list(pool.map(ask, questions))
+    assert got == [[p.source for p in index.search(q, k=2)] for q in questions]
+
+
+def test_messages_the_template_refuses_are_a_400_with_an_index_too(served, tiny_model_dir, monkeypatch):
+    client, _, _ = served
+
+    def refuse(*args, **kwargs):
+        raise ValueError("Conversation roles must alternate")
+
+    monkeypatch.setattr("tunelab.serving.retrieval.encode_prompt", refuse)
+    monkeypatch.setattr("tunelab.serving.app.encode_prompt", refuse)
+    with pytest.raises(openai.BadRequestError, match="template cannot render them"):
+        client.chat.completions.create(model=str(tiny_model_dir), messages=[{"role": "user", "content": "hi"}])

@@ -9,7 +9,7 @@ import typer
 
 from tunelab.cli.app import OverwriteOpt, TrustOpt, app
 from tunelab.console import console
-from tunelab.rag.chunking import DEFAULT_OVERLAP, DEFAULT_SIZE
+from tunelab.rag.chunking import DEFAULT_OVERLAP
 from tunelab.rag.documents import DEFAULT_MAX_FILE_MB
 from tunelab.rag.encoder import DEFAULT_ENCODER
 
@@ -25,7 +25,9 @@ def index(
     encoder: Annotated[
         str, typer.Option(help="A sentence-transformers or Hugging Face encoder: alias, dir or hub id.")
     ] = (DEFAULT_ENCODER),
-    chunk_tokens: Annotated[int, typer.Option(help="Most encoder tokens per chunk.")] = DEFAULT_SIZE,
+    chunk_tokens: Annotated[
+        int | None, typer.Option(help="Most encoder tokens per chunk (default: as many as the encoder reads).")
+    ] = None,
     overlap: Annotated[int, typer.Option(help="Tokens a chunk repeats from the one before.")] = DEFAULT_OVERLAP,
     store: Annotated[
         str | None,

@@ -26,6 +26,7 @@ from tunelab.evaluation.metrics import unknown_metrics
 from tunelab.evaluation.rules import paired_change
 from tunelab.evaluation.scoring import format_value
 from tunelab.inference.loading import Loaded, load_for_inference
+from tunelab.rag import Passage
 
 
 @dataclass
@@ -125,16 +126,34 @@ def compare(
     return arms
 
 
-def rag_arm(kind: str, run: str | None, loaded: Loaded, cfg: RunConfig, test_file, metrics, examples, retrieved):
-    """`loaded` answering with the retrieved passages that fit its window, named by what fit ("rag (top 4)",
+def rag_arm(
+    kind: str,
+    run: str | None,
+    loaded: Loaded,
+    cfg: RunConfig,
+    test_file: Path,
+    metrics: list[str],
+    examples: list[Any],
+    retrieved: list[list[Passage]],
+) -> Arm:
+    """`loaded` answering with the retrieved passages that fit its window, named by what it got ("rag (top 4)",
     "fine-tuned+rag (runs/x, up to 4, 2.5 fit on average)"); each row records the passages it was given."""
     with_context, used, mean_used = rag_examples(cfg, loaded, examples, retrieved)
     k = max(map(len, retrieved))
     result = evaluate_loaded(loaded, cfg, test_file, metrics, with_context)
     for row, passages in zip(result.rows, used, strict=True):
         row["passages"] = [{"source": p.source, "chunk": p.chunk} for p in passages]
-    fit = f"top {k}" if mean_used == k else f"up to {k}, {mean_used:.1f} fit on average"
-    return Arm(f"{kind} ({run + ', ' if run else ''}{fit})", result)
+    return Arm(f"{kind} ({run + ', ' if run else ''}{passages_got(k, retrieved, used, mean_used)})", result)
+
+
+def passages_got(k: int, retrieved: list[list[Passage]], used: list[list[Passage]], mean_used: float) -> str:
+    """ "top k" when every question got k; else whether the window or the retriever (lexical search finds nothing
+    for a question sharing no word with the documents) gave fewer."""
+    if mean_used == k:
+        return f"top {k}"
+    if all(len(u) == len(r) for u, r in zip(used, retrieved, strict=True)):
+        return f"up to {k}, {mean_used:.1f} retrieved on average"
+    return f"up to {k}, {mean_used:.1f} fit on average"
 
 
 def judge_arms(arms: list[Arm], check: RulesCheck) -> None:

@@ -75,7 +75,7 @@ def contains(predictions: list[str], references: list[str]) -> dict[str, float]:
     hits = 0
     for prediction, reference in zip(predictions, references, strict=True):
         found = parse_json_object(reference)
-        wanted = [str(v) for v in found.values()] if found else [reference]
+        wanted = [v if isinstance(v, str) else json.dumps(v) for v in found.values()] if found else [reference]
         hits += all(_squeeze(w) in _squeeze(prediction) for w in wanted)
     return {"contains": hits / len(references)}
 

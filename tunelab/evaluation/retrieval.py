@@ -60,7 +60,11 @@ def read_questions(path: Path, sources: set[str]) -> list[Question]:
     if not path.is_file():
         raise DataError(f"--data {path}: no such file", ["give a .jsonl of {question, source} rows"])
     rows, problems = [], []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise DataError(f"--data {path}: not UTF-8 text (byte {e.start})", ["save it as UTF-8"]) from None
+    for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
@@ -98,6 +102,8 @@ def _resolve(text: str, source: str, sources: set[str]) -> tuple[Question, str |
         return Question(text, source, frozenset({source})), None
     by_name = {s for s in sources if s.rsplit("/", 1)[-1] in (source, source + ".md", source + ".txt")}
     by_name |= {s for s in sources if Path(s).stem == source}
+    if len(by_name) > 1:
+        return Question(text, source), f"source {source!r} fits {', '.join(sorted(by_name))}; give the full name"
     if by_name:
         return Question(text, source, frozenset(by_name)), None
     if len(_WORD.findall(source)) < 5:  # too short to be a passage: a document name that is not in the index
@@ -110,8 +116,15 @@ def _resolve(text: str, source: str, sources: set[str]) -> tuple[Question, str |
 def is_hit(question: Question, passage: Passage) -> bool:
     if question.documents:
         return passage.source in question.documents
-    wanted = set(_WORD.findall(question.source.lower()))
-    return len(wanted & set(_WORD.findall(passage.text.lower()))) >= PASSAGE_WORD_SHARE * len(wanted)
+    wanted = _content_words(question.source)
+    return len(wanted & _content_words(passage.text)) >= PASSAGE_WORD_SHARE * len(wanted)
+
+
+def _content_words(text: str) -> set[str]:
+    """The words of `text` less English stopwords ("the", "with", ...), which any chunk shares with any passage."""
+    from bm25s.stopwords import STOPWORDS_EN  # the list the lexical retriever drops too
+
+    return set(_WORD.findall(text.lower())) - set(STOPWORDS_EN)
 
 
 def first_hit(question: Question, passages: list[Passage]) -> int | None:

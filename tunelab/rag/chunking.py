@@ -12,7 +12,6 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-DEFAULT_SIZE = 256  # all-MiniLM-L6-v2 reads 256 word pieces at most
 DEFAULT_OVERLAP = 32
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
@@ -20,13 +19,19 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 @dataclass(frozen=True)
 class Chunking:
-    size: int = DEFAULT_SIZE
+    size: int | None = None  # None: as many as the encoder reads (all-MiniLM-L6-v2: 254 besides [CLS] and [SEP])
     overlap: int = DEFAULT_OVERLAP
 
+    def for_window(self, encoder_window: int) -> Chunking:
+        return self if self.size is not None else Chunking(encoder_window, self.overlap)
+
     def problems(self, encoder_window: int | None = None) -> list[str]:
+        """What is wrong with these settings; the checks that need the encoder's window only when it is given."""
+        if self.size is None:
+            return self.for_window(encoder_window).problems(encoder_window) if encoder_window else []
         out = []
         if self.size < 16:
-            out.append(f"--chunk-tokens {self.size}: too small; use 16 or more (default {DEFAULT_SIZE})")
+            out.append(f"--chunk-tokens {self.size}: too small; use 16 or more (default: the encoder's window)")
         if not 0 <= self.overlap < self.size // 2:
             out.append(f"--overlap {self.overlap}: use 0 up to half the chunk size ({self.size // 2 - 1})")
         if encoder_window is not None and self.size > encoder_window:
@@ -37,7 +42,8 @@ class Chunking:
 
 
 def chunk(text: str, count_tokens: Callable[[str], int], chunking: Chunking) -> list[str]:
-    """`text` as chunks of at most `chunking.size` tokens (a single word longer than that is its own chunk)."""
+    """`text` as chunks of at most `chunking.size` tokens (a single word longer than that is its own chunk);
+    `chunking.size` must be set (Chunking.for_window)."""
     pieces = [p for para in re.split(r"\n\s*\n", text) for p in _pieces(para.strip(), count_tokens, chunking.size)]
     chunks: list[list[tuple[str, int]]] = []
     current: list[tuple[str, int]] = []

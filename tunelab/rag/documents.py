@@ -26,7 +26,10 @@ class DocumentFile:
     name: str  # as sources are named: relative to the folder given, forward slashes
 
     def digest(self) -> str:
-        return hashlib.sha256(self.path.read_bytes()).hexdigest()
+        try:
+            return hashlib.sha256(self.path.read_bytes()).hexdigest()
+        except OSError as e:
+            raise DataError(f"{self.path}: cannot be read ({e.strerror})", ["check its permissions"]) from None
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,8 @@ def _text_of(path: Path, suffix: str) -> str:
         raw = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
         raise DataError(f"{path}: not UTF-8 text (byte {e.start})", ["save it as UTF-8"]) from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot be read ({e.strerror})", ["check its permissions"]) from None
     return _html_text(raw) if suffix in (".html", ".htm") else raw
 
 
@@ -113,7 +118,7 @@ def _pdf_text(path: Path) -> str:
 class _TextOnly(HTMLParser):
     """The visible text of an HTML page: tags dropped, script/style skipped, block ends as line breaks."""
 
-    BLOCKS = {"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "section", "article", "pre"}
+    BLOCKS = set("p div br li ul ol table tr td th h1 h2 h3 h4 h5 h6 section article pre blockquote".split())
 
     def __init__(self) -> None:
         super().__init__()
@@ -122,6 +127,8 @@ class _TextOnly(HTMLParser):
 
     def handle_starttag(self, tag: str, attrs: list) -> None:
         self.skipping += tag in ("script", "style")
+        if tag in self.BLOCKS:  # <br> and an unclosed <li> have no end tag: break where they start too
+            self.parts.append("\n\n")
 
     def handle_endtag(self, tag: str) -> None:
         self.skipping -= tag in ("script", "style") and self.skipping > 0

@@ -13,19 +13,22 @@ which needs no score calibration between BM25 and cosine.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import threading
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from tunelab import artifacts
-from tunelab.errors import ConfigError
+from tunelab.console import info
+from tunelab.errors import ConfigError, DataError
 from tunelab.rag import documents, store
 from tunelab.rag.augment import Passage
 from tunelab.rag.chunking import Chunking, chunk
@@ -64,25 +67,52 @@ class BuildReport:
 def build(paths: list[Path], output: Path, settings: IndexSettings) -> BuildReport:
     """Index the documents under `paths` into `output` (see the module docstring)."""
     started = time.perf_counter()
+    output = Path(os.path.abspath(output))
     files = documents.find_files(paths, settings.max_file_mb)  # every input error before the encoder loads
     old = _previous(output)
+    _check(settings.chunking.problems())
+    if settings.store_url:
+        store.connect(settings.store_url)  # a server that does not answer says so before anything is embedded
     encoder = load_encoder(settings.encoder, settings.device, settings.trust_remote_code)
-    problems = settings.chunking.problems(encoder.window)
-    if problems:
-        raise ConfigError(problems[0], problems[1:])
-    same = old is not None and (old["encoder"], old["chunking"], old["text_field"]) == (
-        settings.encoder,
-        asdict(settings.chunking),
-        settings.text_field,
-    )
-    kept = _kept_by_file(output) if same else {}
+    chunking = settings.chunking.for_window(encoder.window)
+    _check(chunking.problems(encoder.window))
+    settings = replace(settings, chunking=chunking)
+    identity = {"encoder": settings.encoder, "encoder_sha256": encoder.fingerprint()}
+    same = old is not None and all(old.get(k) == v for k, v in _identity(settings, identity).items())
+    kept = _kept_by_file(output, old) if same else {}
     rows, vectors, digests, changed = _chunk_and_embed(files, kept, old or {}, encoder, settings)
-    manifest = _manifest(settings, encoder, digests, rows, output)
+    _check_unique_sources(rows)
+    manifest = _manifest(settings, identity, encoder.dim, digests, rows, output)
     _write(output, rows, vectors, manifest, old)
     removed = sorted(set((old or {}).get("files", {})) - set(digests))
     fresh_files = set(changed)
     embedded = sum(r["file"] in fresh_files for r in rows)
     return BuildReport(output, len(files), changed, removed, len(rows), embedded, time.perf_counter() - started)
+
+
+def _check(problems: list[str]) -> None:
+    if problems:
+        raise ConfigError(problems[0], problems[1:])
+
+
+def _identity(settings: IndexSettings, encoder_identity: dict) -> dict:
+    """What must match for an old index's vectors to be kept: the encoder (by name and weights), the chunking and
+    the text field read from .jsonl documents."""
+    return encoder_identity | {"chunking": asdict(settings.chunking), "text_field": settings.text_field}
+
+
+def _check_unique_sources(rows: list[dict]) -> None:
+    """Two documents under one name (two .jsonl rows with one id, or an id equal to a file's name) would make the
+    passages a reply names, and eval-retrieval's hits, ambiguous."""
+    first: dict[tuple[str, int], str] = {}
+    for row in rows:
+        key = (row["source"], row["chunk"])
+        if key in first:
+            raise DataError(
+                f"{row['file']}: a second document named {row['source']!r} (also in {first[key]})",
+                ["give each .jsonl row its own id, distinct from the file names"],
+            )
+        first[key] = row["file"]
 
 
 def _chunk_and_embed(files, kept, old, encoder: Encoder, settings: IndexSettings):
@@ -115,7 +145,9 @@ def _chunk_rows(file: documents.DocumentFile, encoder: Encoder, settings: IndexS
     return rows
 
 
-def _manifest(settings: IndexSettings, encoder: Encoder, digests: dict, rows: list[dict], output: Path) -> dict:
+def _manifest(
+    settings: IndexSettings, identity: dict, dim: int, digests: dict, rows: list[dict], output: Path
+) -> dict:
     per_file = {name: {"sha256": digest, "chunks": 0} for name, digest in digests.items()}
     for row in rows:
         per_file[row["file"]]["chunks"] += 1
@@ -128,10 +160,8 @@ def _manifest(settings: IndexSettings, encoder: Encoder, digests: dict, rows: li
         }
     return {
         "format": FORMAT,
-        "encoder": settings.encoder,
-        "dimension": encoder.dim,
-        "chunking": asdict(settings.chunking),
-        "text_field": settings.text_field,
+        **_identity(settings, identity),
+        "dimension": dim,
         "chunks": len(rows),
         "files": per_file,
         "store": where,
@@ -140,53 +170,98 @@ def _manifest(settings: IndexSettings, encoder: Encoder, digests: dict, rows: li
 
 
 def _write(output: Path, rows: list[dict], vectors: np.ndarray, manifest: dict, old: dict | None) -> None:
-    """The new index into a temp folder beside `output`, then moved into place; the old collection on a server is
-    dropped only after that."""
+    """The new index into a temp folder beside `output`, then moved into place; on a server, the new collection is
+    removed again if anything fails, and the old one is dropped only after the folder names the new one."""
     from safetensors.numpy import save_file
 
+    _sweep_stale(output)
     tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
+    where, published = manifest["store"], False
     try:
         tmp.mkdir(parents=True)
         (tmp / CHUNKS_FILE).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
         save_file({"vectors": vectors}, str(tmp / VECTORS_FILE))
-        if manifest["store"]["kind"] == "server":
+        if where["kind"] == "server":
             payloads = [{"source": r["source"], "chunk": r["chunk"], "text": r["text"]} for r in rows]
-            store.publish(manifest["store"]["url"], manifest["store"]["collection"], vectors, payloads)
+            published = True
+            store.publish(where["url"], where["collection"], vectors, payloads)
         artifacts.write_json(tmp / MANIFEST_FILE, manifest)  # last: a folder with a manifest is whole
         artifacts.replace_dir(tmp, output)
+    except BaseException:
+        if published:
+            with contextlib.suppress(Exception):  # best effort: the build already failed, say that, not this
+                store.drop(where["url"], where["collection"])
+        raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     if old is not None and old["store"]["kind"] == "server":
-        store.drop(old["store"]["url"], old["store"]["collection"])
+        try:
+            store.drop(old["store"]["url"], old["store"]["collection"])
+        except Exception as e:  # the new index is in place; the old collection is only left over
+            info(f"could not drop the old collection {old['store']['collection']!r} ({e}); remove it by hand")
+
+
+def _sweep_stale(output: Path) -> None:
+    """Temp folders of builds that were killed (their process is gone): a crash leaves the old index in place and
+    its half-written successor beside it, removed here by the next build."""
+    for leftover in output.parent.glob(f".{output.name}.tmp-*"):
+        pid = leftover.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _previous(output: Path) -> dict | None:
     """The manifest of the index already at `output`, None for a new or empty folder; refuses any other folder."""
-    if not output.exists() or (output.is_dir() and not any(output.iterdir())):
+    blocked = next((p for p in output.parents if p.exists() and not p.is_dir()), None)
+    if blocked is not None:
+        raise ConfigError(f"--output {output}: {blocked} is a file, not a folder", ["choose another --output"])
+    if output.exists() and not output.is_dir():
+        raise ConfigError(f"--output {output}: a file, not a folder", ["give the folder the index goes in"])
+    if not output.exists() or not any(output.iterdir()):
         return None
-    foreign = artifacts.foreign_entries(output, INDEX_ENTRIES) if output.is_dir() else [output.name]
+    foreign = artifacts.foreign_entries(output, INDEX_ENTRIES)
     if foreign or not (output / MANIFEST_FILE).is_file():
         raise ConfigError(
             f"--output {output}: not a tunelab index (holds {', '.join(foreign) or 'no index.json'})",
             ["choose a new or empty folder; tunelab never replaces files it did not write"],
         )
-    return read_manifest(output)
+    try:
+        return read_manifest(output)
+    except ConfigError:  # an index of another format, or damaged: only index files, so it is built again whole
+        return None
+
+
+REBUILD = "build the index again with `tunelab index DOCS... --output DIR`"
+MANIFEST_KEYS = ("encoder", "encoder_sha256", "chunking", "text_field", "dimension", "chunks", "files", "store")
 
 
 def read_manifest(path: Path) -> dict:
-    manifest_file = Path(path) / MANIFEST_FILE
-    if not manifest_file.is_file():
-        raise ConfigError(
-            f"{path}: not a tunelab index (no {MANIFEST_FILE})",
-            ["build one with `tunelab index DOCS... --output DIR`"],
-        )
-    manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
-    if manifest.get("format") != FORMAT:
-        raise ConfigError(
-            f"{path}: index format {manifest.get('format')}, this tunelab reads {FORMAT}",
-            ["build the index again with `tunelab index`"],
-        )
+    """An index's manifest, after checking the folder holds a whole index this tunelab reads."""
+    path = Path(path)
+    if not (path / MANIFEST_FILE).is_file():
+        raise ConfigError(f"{path}: not a tunelab index (no {MANIFEST_FILE})", [REBUILD])
+    try:
+        manifest = json.loads((path / MANIFEST_FILE).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path / MANIFEST_FILE}: not readable ({e})", [REBUILD]) from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        found = manifest.get("format") if isinstance(manifest, dict) else None
+        raise ConfigError(f"{path}: index format {found}, this tunelab reads {FORMAT}", [REBUILD])
+    missing = [k for k in MANIFEST_KEYS if k not in manifest] + [
+        name for name in (CHUNKS_FILE, VECTORS_FILE) if not (path / name).is_file()
+    ]
+    if missing:
+        raise ConfigError(f"{path}: an incomplete index (no {', '.join(missing)})", [REBUILD])
     return manifest
 
 
@@ -206,8 +281,21 @@ def _read_vectors(path: Path) -> np.ndarray:
     return load_file(str(path / VECTORS_FILE))["vectors"]
 
 
-def _kept_by_file(output: Path) -> dict[str, tuple[list[dict], np.ndarray]]:
-    rows, vectors = _read_chunks(output), _read_vectors(output)
+def _read_index(path: Path, manifest: dict) -> tuple[list[dict], np.ndarray]:
+    """The chunk rows and their vectors, checked against each other and the manifest (a folder edited by hand, or
+    copied in part, says so here rather than answering with the wrong passages)."""
+    rows, vectors = _read_chunks(path), _read_vectors(path)
+    if not len(rows) == len(vectors) == manifest["chunks"] or vectors.shape[1:] != (manifest["dimension"],):
+        raise ConfigError(
+            f"{path}: {len(rows)} chunks, {len(vectors)} vectors of {vectors.shape[1:]} values, the manifest says "
+            f"{manifest['chunks']} of {manifest['dimension']}",
+            [REBUILD],
+        )
+    return rows, vectors
+
+
+def _kept_by_file(output: Path, manifest: dict) -> dict[str, tuple[list[dict], np.ndarray]]:
+    rows, vectors = _read_index(output, manifest)
     by_file: dict[str, list[int]] = {}
     for i, row in enumerate(rows):
         by_file.setdefault(row["file"], []).append(i)
@@ -221,12 +309,15 @@ class Index:
         import bm25s  # 0.2 s; only where an index is opened
 
         self.path, self.manifest, self.encoder = path, manifest, encoder
-        self.rows = _read_chunks(path)
+        self.rows, vectors = _read_index(path, manifest)
         where = manifest["store"]
         if where["kind"] == "server":
             self.store = store.VectorStore.server(where["url"], where["collection"])
         else:
-            self.store = store.VectorStore.embedded(_read_vectors(path))
+            self.store = store.VectorStore.embedded(vectors)
+        # A server searches from several threads at once; the encoder's fast tokenizer is not safe to share between
+        # threads ("Already borrowed"), so searches take turns (each is ~15 ms of encoder work).
+        self._lock = threading.Lock()
         self.bm25 = bm25s.BM25()
         self.bm25.index(
             bm25s.tokenize([r["text"] for r in self.rows], stopwords="en", show_progress=False), show_progress=False
@@ -244,8 +335,9 @@ class Index:
         if mode not in MODES:
             raise ConfigError(f"retrieval mode {mode!r}: use one of {', '.join(MODES)}")
         depth = min(max(CANDIDATES, k), len(self.rows))
-        dense = self._dense(queries, depth) if mode != "lexical" else [[] for _ in queries]
-        lexical = self._lexical(queries, depth) if mode != "dense" else [[] for _ in queries]
+        with self._lock:
+            dense = self._dense(queries, depth) if mode != "lexical" else [[] for _ in queries]
+            lexical = self._lexical(queries, depth) if mode != "dense" else [[] for _ in queries]
         out = []
         for d, lex in zip(dense, lexical, strict=True):
             ranked = d if mode == "dense" else lex if mode == "lexical" else fuse([d, lex])
@@ -293,10 +385,10 @@ def open_index(path: Path, encoder: str | None = None, device: str = "auto", tru
             ],
         )
     loaded = load_encoder(manifest["encoder"], device, trust_remote_code)
-    if loaded.dim != manifest["dimension"]:
+    if loaded.fingerprint() != manifest["encoder_sha256"]:
         raise ConfigError(
-            f"{path}: the encoder {manifest['encoder']!r} now gives {loaded.dim} dimensions, the index "
-            f"holds {manifest['dimension']}",
-            ["build the index again with `tunelab index`"],
+            f"{path}: the encoder {manifest['encoder']!r} has changed since the index was built (other weights): "
+            "its queries would not match the stored vectors",
+            [REBUILD],
         )
     return Index(Path(path), manifest, loaded)

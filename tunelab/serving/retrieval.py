@@ -26,11 +26,11 @@ async def augment(
     """The messages with passages before the last user turn's text, and the passages used (none when there is
     no user turn, or when not even one fits)."""
     turn = last_user_turn(messages)
-    if turn is None or not messages[turn]["content"].strip():
-        return messages, []
-    question = messages[turn]["content"]
-    found = await asyncio.to_thread(index.search, question, k)  # ~30 ms of encoder work off the event loop
     target = engine.targets[model]
+    if turn is None or not messages[turn]["content"].strip() or not _renders(engine, target, messages):
+        return messages, []  # nothing to retrieve for; messages the template refuses get their 400 from prepare()
+    question = messages[turn]["content"]
+    found = await asyncio.to_thread(index.search, question, k)  # ~15 ms of encoder work off the event loop
     budget = engine.context_window() - max_tokens
 
     def with_context(content: str) -> list[dict[str, str]]:
@@ -42,6 +42,14 @@ async def augment(
 
     used = fit_passages(question, found, fits)
     return with_context(context_prompt(question, used)), used
+
+
+def _renders(engine: Engine, target: Any, messages: list[dict[str, str]]) -> bool:
+    try:
+        encode_prompt(engine.loaded.tokenizer, messages, target.template, target.system)
+    except Exception:  # the chat template refused these messages (say, roles out of order)
+        return False
+    return True
 
 
 def passages_field(passages: list[Passage]) -> dict[str, Any]:
