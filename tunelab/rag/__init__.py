@@ -21,8 +21,8 @@ _HOME = {
     "IndexSettings": "index",
     "build": "index",
     "open_index": "index",
-    "read_manifest": "index",
-    "sources": "index",
+    "read_manifest": "folder",
+    "sources": "folder",
 }
 
 __all__ = sorted(_HOME)
