@@ -14,7 +14,7 @@ from tunelab.config import RunConfig
 from tunelab.errors import ConfigError
 from tunelab.inference.generation import encode_prompt
 from tunelab.inference.loading import Loaded
-from tunelab.rag import MODES, Passage, context_prompt, fit_passages, open_index, read_manifest
+from tunelab.rag import MODES, Passage, open_index, read_manifest, with_passages
 
 
 def context_window(model: Any) -> int:
@@ -76,15 +76,13 @@ def rag_examples(
     """Each example's question with as many of its passages as fit the window (leaving the answer's budget),
     the passages used, and their mean count."""
     budget = context_window(loaded.model) - cfg.eval.max_new_tokens
+
+    def fits(messages: list[dict[str, str]]) -> bool:
+        return len(encode_prompt(loaded.tokenizer, messages, loaded.template, loaded.system)) <= budget
+
     out, used = [], []
     for example, passages in zip(examples, retrieved, strict=True):
-
-        def fits(content: str, example: Any = example) -> bool:
-            messages = [*example.messages[:-1], {"role": "user", "content": content}]
-            return len(encode_prompt(loaded.tokenizer, messages, loaded.template, loaded.system)) <= budget
-
-        chosen = fit_passages(question_of(example), passages, fits)
-        content = context_prompt(question_of(example), chosen)
-        out.append(replace(example, messages=[*example.messages[:-1], {"role": "user", "content": content}]))
+        messages, chosen = with_passages(example.messages, passages, fits)
+        out.append(replace(example, messages=messages))
         used.append(chosen)
     return out, used, sum(map(len, used)) / len(used)

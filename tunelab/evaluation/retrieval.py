@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from tunelab import artifacts
-from tunelab.errors import ConfigError, DataError
+from tunelab.errors import DataError
 from tunelab.evaluation.bootstrap import mean_interval
 from tunelab.rag import MODES, Index, Passage, read_manifest
 
@@ -147,9 +147,7 @@ def evaluate_modes(index: Index, questions: list[Question], modes: tuple[str, ..
 
 
 def check_outputs(output_dir: Path, overwrite: bool) -> None:
-    problems = artifacts.output_problems([output_dir / n for n in OUTPUT_FILES], overwrite, "--output-dir")
-    if problems:
-        raise ConfigError(problems[0], problems[1:])
+    artifacts.check_outputs([output_dir / n for n in OUTPUT_FILES], overwrite, "--output-dir")
 
 
 def markdown(index_path: Path, questions: list[Question], results: list[ModeResult]) -> str:

@@ -14,7 +14,8 @@ from typing import Any
 _HOME = {
     "Passage": "augment",
     "context_prompt": "augment",
-    "fit_passages": "augment",
+    "last_user_turn": "augment",
+    "with_passages": "augment",
     "Chunking": "chunking",
     "MODES": "index",
     "Index": "index",

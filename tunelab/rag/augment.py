@@ -29,10 +29,29 @@ def context_prompt(question: str, passages: Sequence[Passage]) -> str:
     return "\n\n".join([INSTRUCTION, *blocks, f"Question: {question}"])
 
 
-def fit_passages(question: str, passages: Sequence[Passage], fits: Callable[[str], bool]) -> list[Passage]:
-    """The most passages, best first, whose prompt still `fits` (the caller's check against the model's window:
-    its prompt tokens plus the answer's budget); none when even one does not fit."""
+Messages = list[dict[str, str]]
+
+
+def last_user_turn(messages: Messages) -> int | None:
+    return next((i for i in range(len(messages) - 1, -1, -1) if messages[i]["role"] == "user"), None)
+
+
+def with_passages(
+    messages: Messages, passages: Sequence[Passage], fits: Callable[[Messages], bool]
+) -> tuple[Messages, list[Passage]]:
+    """The messages with the most passages, best first, before the last user turn's text that still `fits` (the
+    caller's check against the model's window: prompt tokens plus the answer's budget), and the passages used;
+    the messages as they were when there is no user turn or not even one passage fits."""
+    turn = last_user_turn(messages)
+    if turn is None:
+        return messages, []
+    question = messages[turn]["content"]
+
+    def placed(chosen: Sequence[Passage]) -> Messages:
+        content = context_prompt(question, chosen)
+        return [*messages[:turn], {"role": "user", "content": content}, *messages[turn + 1 :]]
+
     for n in range(len(passages), 0, -1):
-        if fits(context_prompt(question, passages[:n])):
-            return list(passages[:n])
-    return []
+        if fits(placed(passages[:n])):
+            return placed(passages[:n]), list(passages[:n])
+    return messages, []

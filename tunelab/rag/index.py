@@ -1,8 +1,8 @@
 """`tunelab index DOCS... --output DIR`: a retrieval index, and the hybrid search over it.
 
 The folder (its files: rag/folder.py) is written whole beside the old one and moved into place, so a crash
-mid-index leaves the old index as it was. Building again re-reads and re-embeds only files whose bytes changed (when the encoder and
-chunking are the same), and drops files no longer given.
+mid-index leaves the old index as it was. Building again re-reads and re-embeds only files whose bytes changed
+(when the encoder and chunking are the same), and drops files no longer given.
 
 Search is dense (the store's cosine), lexical (BM25 over the same chunks, bm25s; built when the index opens:
 10,000 chunks in ~1 s), or hybrid: the two rankings fused by reciprocal rank (RRF, k = 60, Cormack et al. 2009),

@@ -12,12 +12,8 @@ import asyncio
 from typing import Any
 
 from tunelab.data.templates import encode_prompt
-from tunelab.rag import Index, Passage, context_prompt, fit_passages
+from tunelab.rag import Index, Passage, last_user_turn, with_passages
 from tunelab.serving.engine import Engine
-
-
-def last_user_turn(messages: list[dict[str, str]]) -> int | None:
-    return next((i for i in range(len(messages) - 1, -1, -1) if messages[i]["role"] == "user"), None)
 
 
 async def augment(
@@ -29,19 +25,13 @@ async def augment(
     target = engine.targets[model]
     if turn is None or not messages[turn]["content"].strip() or not _renders(engine, target, messages):
         return messages, []  # nothing to retrieve for; messages the template refuses get their 400 from prepare()
-    question = messages[turn]["content"]
-    found = await asyncio.to_thread(index.search, question, k)  # ~15 ms of encoder work off the event loop
+    found = await asyncio.to_thread(index.search, messages[turn]["content"], k)  # ~15 ms of encoder work
     budget = engine.context_window() - max_tokens
 
-    def with_context(content: str) -> list[dict[str, str]]:
-        return [*messages[:turn], {"role": "user", "content": content}, *messages[turn + 1 :]]
+    def fits(candidate: list[dict[str, str]]) -> bool:
+        return len(encode_prompt(engine.loaded.tokenizer, candidate, target.template, target.system)) <= budget
 
-    def fits(content: str) -> bool:
-        tokens = encode_prompt(engine.loaded.tokenizer, with_context(content), target.template, target.system)
-        return len(tokens) <= budget
-
-    used = fit_passages(question, found, fits)
-    return with_context(context_prompt(question, used)), used
+    return with_passages(messages, found, fits)
 
 
 def _renders(engine: Engine, target: Any, messages: list[dict[str, str]]) -> bool:
