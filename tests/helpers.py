@@ -14,6 +14,7 @@ import click
 import uvicorn
 import yaml
 from click.testing import CliRunner
+from transformers import TrainerCallback
 
 from tunelab import cli
 
@@ -170,3 +171,18 @@ def build_tiny_bert(out: Path, max_positions: int) -> Path:
     BertModel(config).save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
+
+
+class InterruptTraining(TrainerCallback):
+    """Ctrl-C (KeyboardInterrupt) at step 2 of the `nth` training begun in this process (None: never); counts the
+    trainings begun, so a resumed sweep shows which sub-runs it trained."""
+
+    def __init__(self, nth: int | None):
+        self.nth, self.begun = nth, 0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.begun += 1
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.begun == self.nth and state.global_step == 2:
+            raise KeyboardInterrupt

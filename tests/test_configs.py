@@ -29,11 +29,18 @@ def test_shipped_config_validates_and_its_data_passes_preflight(path, monkeypatc
     monkeypatch.chdir(ROOT)  # data paths in configs are relative to the repository root
     cfg = config.load(path)
     rows = data.preflight(cfg)
+    if cfg.data.several_tasks:  # each task's rows all read, its validation share held out of it
+        for source, mix in zip(cfg.data.sources(), rows.tasks, strict=True):
+            lines = [line for line in source.path.read_text().splitlines() if line.strip()]
+            assert mix.name == source.task and mix.rows + mix.validation_rows == len(lines)
+            assert mix.validation_rows == round(cfg.data.val_size * len(lines))
+        return
     records = [json.loads(line) for line in Path(cfg.data.train).read_text().splitlines() if line.strip()]
     assert rows.format == cfg.data.format and rows.rows_read == len(records) and not rows.skipped
     # Every line became exactly one row, on one side of the val_size split (the shipped data repeats no row).
     assert sorted(row.line for row in rows.train + rows.validation) == list(range(1, len(records) + 1))
-    assert rows.repeats == 0 and len(rows.validation) == round(cfg.data.val_size * len(records))
+    share = cfg.data.val_size or 0  # a share of the rows, or (>= 1) a count; none: cv makes its own folds
+    assert rows.repeats == 0 and len(rows.validation) == (int(share) if share >= 1 else round(share * len(records)))
     for row in rows.train + rows.validation:
         record = records[row.line - 1]
         if "messages" in record:  # chat rows (the judge's verdicts) are read as they are

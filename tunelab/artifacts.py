@@ -48,6 +48,7 @@ RUN_ENTRIES = frozenset(
         COMPLETE,
         "eval",
         "compare",
+        "drift",
         "demo_report.json",
         "demo_report.md",
         "preference_data",
@@ -103,6 +104,28 @@ def write_text(path: Path, text: str) -> None:
 
 def write_json(path: Path, data: Any) -> None:
     write_text(path, json.dumps(data, indent=2, default=str) + "\n")
+
+
+def pyplot() -> Any:
+    """matplotlib's pyplot, drawing to files only (no display); imported where a plot is drawn (~0.3 s)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def write_figure(fig: Any, path: Path, dpi: int = 110) -> None:
+    """Save a matplotlib figure as PNG atomically (temp file, rename) and close it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        fig.savefig(tmp, format="png", dpi=dpi)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+        pyplot().close(fig)
 
 
 def replace_dir(tmp_dir: Path, final_dir: Path) -> None:

@@ -18,9 +18,11 @@ from tunelab import artifacts, data, methods, models, planning
 from tunelab.artifacts import RunDir
 from tunelab.config import RunConfig, dump
 from tunelab.console import info
+from tunelab.data import vocabulary
 from tunelab.data.preference import PreferenceSet
 from tunelab.evaluation import forgetting
 from tunelab.evaluation import preference as alignment
+from tunelab.methods import new_tokens
 from tunelab.models.tasks import CAUSAL_LM, CLASSIFIER
 from tunelab.training import preference
 from tunelab.training import trainer as trainers
@@ -37,6 +39,7 @@ class RunResult:
 def run(cfg: RunConfig, *, resume: bool = False, callbacks: tuple = ()) -> RunResult:
     """Train as the config says and write a complete run directory. Extra TrainerCallbacks are optional."""
     rows = preflight(cfg, resume)  # every check that needs no weights: data rows read and converted, once
+    cfg = planning.fit_time_budget(cfg)  # train.time_budget: the steps that fit, by the planner's estimate
     task = models.resolve_task(cfg.model)  # from the model's config alone
     probe = forgetting.load_probe(cfg.forgetting) if cfg.forgetting.enabled and task == CAUSAL_LM else None
     run_dir = RunDir(cfg.train.output_dir)
@@ -45,6 +48,7 @@ def run(cfg: RunConfig, *, resume: bool = False, callbacks: tuple = ()) -> RunRe
     compute_dtype = models.pick_dtype(cfg.model.dtype, device)
 
     tokenizer = models.load_tokenizer(cfg.model)
+    added = vocabulary.add_new_tokens(cfg, tokenizer, rows)  # data.new_tokens (checked, or `auto`'s choice)
     # SFT: the same rows, tokenized, lengths checked. Preference objectives: TRL tokenizes its own rows.
     built = data.build_for_task(cfg, tokenizer, task, rows) if cfg.objective.name == "sft" else rows
     model = models.load_model(
@@ -55,8 +59,9 @@ def run(cfg: RunConfig, *, resume: bool = False, callbacks: tuple = ()) -> RunRe
         **method.load_options(cfg.method, compute_dtype),
         **(models.classifier_options(built.report.labels) if task == CLASSIFIER else {}),
     )
+    model = new_tokens.add_token_rows(model, added.pieces)  # each new row starts as the mean of its old pieces
     set_seed(cfg.train.seed)  # adapter init draws from the global RNG: same config, same starting weights
-    model = method.prepare(model, cfg.method, tokenizer)
+    model = new_tokens.train_token_rows(method.prepare(model, cfg.method, tokenizer), added.pieces)
     report_parameters(model, method.name, device, compute_dtype)
     base_probe = score_probe(model, tokenizer, probe, "the base model")
     held_out = alignment.HeldOut.of(cfg, tokenizer, rows, model)  # preference objectives: scores before training

@@ -17,14 +17,14 @@ from tunelab.errors import TunelabError
 
 # Each stage's module registers its commands on `app` when imported; this order is the order of `tunelab --help`.
 # isort: off
-from tunelab.cli import train, infer, retrieval, evaluate, export  # noqa: F401
+from tunelab.cli import train, sweeps, infer, retrieval, evaluate, export  # noqa: F401
 # isort: on
 
 __all__ = ["_split", "app", "main"]
 
 # Commands that train or evaluate at length re-run themselves on tcmalloc when the machine has it
 # (tunelab.launch: a third less memory, no slower).
-ALLOCATOR_COMMANDS = {"train", "demo", "eval", "compare", "feedback"}
+ALLOCATOR_COMMANDS = {"train", "cv", "search", "demo", "eval", "compare", "feedback"}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,4 +1,4 @@
-"""Evaluation commands: eval, compare, feedback (and the rules/judge options they share)."""
+"""Evaluation commands: eval, compare, feedback (and the rules/judge options they share), drift."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from tunelab.cli.app import (
     app,
 )
 from tunelab.console import console
+from tunelab.rag.encoder import DEFAULT_ENCODER
 
 
 def _rules_check(rules, judge, judge_model, judge_prompt, trust_remote_code):
@@ -132,3 +133,58 @@ def feedback(
         soft_wrap=True,
     )
     console.print(f"wrote {output}/pairs.jsonl (dpo, orpo), judged.jsonl (kto), and for an audit verdicts.jsonl, ...")
+
+
+@app.command(
+    epilog="Example:  tunelab drift examples/support_tickets/train.jsonl examples/larkspur_docs/train.jsonl "
+    "--output-dir runs/drift"
+)
+def drift(
+    reference: Annotated[
+        str, typer.Argument(help="A data file, or a run directory (its training data: config.yaml data.train).")
+    ],
+    new: Annotated[Path, typer.Argument(help="The data to compare with it: a file of the same format.")],
+    output_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--output-dir",
+            "--output",
+            help="Where drift.md, drift.json, drift.png go (default: RUN/drift for a run, else runs/drift).",
+        ),
+    ] = None,
+    overwrite: OverwriteOpt = False,
+    encoder: Annotated[
+        str, typer.Option(help="The sentence encoder of the embedding test: alias, dir or hub id.")
+    ] = DEFAULT_ENCODER,
+    embedding: Annotated[
+        bool, typer.Option("--embedding/--no-embedding", help="Run the embedding test (loads the encoder).")
+    ] = True,
+    alpha: Annotated[
+        float, typer.Option(help="Significance level of the verdict, Bonferroni-corrected across the tests.")
+    ] = 0.01,
+    permutations: Annotated[int, typer.Option(min=99, help="Random re-splits per permutation test.")] = 1999,
+    seed: int = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")] = False,
+    trust_remote_code: TrustOpt = False,
+) -> None:
+    """Has the data moved? Lengths, words, labels and meaning compared, one verdict line, and train/test overlap."""
+    from tunelab.evaluation import drift as driftmod
+
+    output_dir = output_dir or driftmod.default_output_dir(reference)
+    job = driftmod.prepare(
+        reference,
+        new,
+        output_dir,
+        overwrite,
+        encoder if embedding else None,
+        alpha,
+        permutations,
+        seed,
+        trust_remote_code,
+    )  # both files read and their formats checked before the encoder loads
+    report = driftmod.run(job)
+    if as_json:
+        print(driftmod.to_json(report))
+    for line in (report.verdict.line, report.overlap.line()):
+        console.print(line, markup=False, soft_wrap=True)
+    console.print(f"wrote {output_dir}/drift.md, drift.json, drift.png", markup=False)

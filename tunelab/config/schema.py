@@ -17,6 +17,7 @@ from pydantic import Field, field_validator, model_validator
 
 from tunelab.config.methods import LoraMethod, MethodConfig, Strict
 from tunelab.config.objectives import ObjectiveConfig, SftObjective
+from tunelab.config.search import SearchConfig, duration_seconds
 
 BUILTIN_DEFAULT_MODEL = "smollm2-135m-instruct"
 
@@ -45,26 +46,53 @@ class ModelConfig(Strict):
     )
 
 
+RowFormat = Literal[
+    "auto",
+    "prompt_completion",
+    "alpaca",
+    "chat",
+    "text",
+    "classification",
+    "pairs",
+    "openai_preference",
+    "kto",
+    "prompts",
+]
+
+
+class TrainSource(Strict):
+    """One task's training data, when `data.train` lists several (summarization, classification, chat, ...)."""
+
+    path: Path = Field(..., description="The task's file (the formats of `data.train`).")
+    name: str | None = Field(None, description="The task's name in reports and metrics. Default: the file's stem.")
+    format: RowFormat | None = Field(None, description="The task's row format. Default: data.format.")
+    system: str | None = Field(None, description="The task's system prompt. Default: data.system.")
+    weight: float | None = Field(
+        None,
+        gt=0,
+        description="The task's share of the training mix, relative to the others' (all sources or none). The mix "
+        "keeps the sources' total row count; a task below its share repeats rows, one above it is sampled down. "
+        "None: every row once.",
+    )
+
+    @property
+    def task(self) -> str:
+        return self.name or self.path.stem
+
+
 class DataConfig(Strict):
-    train: Path = Field(..., description="Training file: .jsonl, .json, .csv, .parquet, or a saved `datasets` dir.")
+    train: Path | list[TrainSource] = Field(
+        ...,
+        description="Training file: .jsonl, .json, .csv, .parquet, or a saved `datasets` dir. Several tasks: a list "
+        "of sources, each {path, name?, format?, system?, weight?}.",
+    )
     validation: Path | None = Field(None, description="Optional validation file (same formats as `train`).")
     val_size: float | None = Field(
         None,
         description="Hold out this share (0 < x < 1) or this many rows (x >= 1) of `train` for validation, "
         "deterministically from `train.seed`. Not allowed together with `validation`.",
     )
-    format: Literal[
-        "auto",
-        "prompt_completion",
-        "alpaca",
-        "chat",
-        "text",
-        "classification",
-        "pairs",
-        "openai_preference",
-        "kto",
-        "prompts",
-    ] = Field(
+    format: RowFormat = Field(
         "auto",
         description="Row format; `auto` detects it from the fields of the rows. For objective sft: prompt_completion, "
         "alpaca, chat, text, classification. For dpo/orpo: pairs ({prompt, chosen, rejected}) or openai_preference "
@@ -96,6 +124,40 @@ class DataConfig(Strict):
     max_skip_fraction: float = Field(
         0.05, ge=0, le=1, description="With on_bad_rows=skip, skipping more than this share of rows is an error."
     )
+    new_tokens: list[str] | Literal["auto"] | None = Field(
+        None,
+        description="Domain terms to add to the vocabulary as whole tokens (`tunelab inspect-data` shows the terms "
+        "the tokenizer splits into the most pieces). Each term is one word (no spaces) and becomes one token after a "
+        "space and one at the start of a line; each new embedding row starts as the mean of the rows of the pieces "
+        "it replaces and trains (lora, qlora: those rows only; full: with the rest). `auto`: the words of the "
+        "training rows seen 5+ times, split into 3+ pieces, holding a letter and absent from general English text, "
+        "the 50 that save the most tokens (tunelab.data.vocabulary). Methods: lora, qlora, full.",
+    )
+
+    @field_validator("new_tokens", mode="before")
+    @classmethod
+    def _new_tokens_list_or_auto(cls, v: object) -> object:
+        if isinstance(v, str) and v != "auto":  # one message instead of one per member of the union
+            raise ValueError(f"{v!r}: give a list of terms (e.g. [XK-4471, QZ-0937]) or auto")
+        return v
+
+    @field_validator("new_tokens")
+    @classmethod
+    def _new_tokens_are_words(cls, v: list[str] | str | None) -> list[str] | str | None:
+        if not isinstance(v, list):
+            return v
+        for term in v:
+            if not term:
+                raise ValueError("an entry is empty: each entry is a term (e.g. XK-4471); remove the empty one")
+            if any(c.isspace() for c in term):
+                raise ValueError(
+                    f"entry {term!r} holds whitespace: each entry is one term without spaces (e.g. XK-4471); "
+                    "list the words of a phrase separately"
+                )
+        repeated = sorted({t for t in v if v.count(t) > 1})
+        if repeated:
+            raise ValueError(f"{', '.join(map(repr, repeated))} listed twice: list each term once")
+        return v
 
     @field_validator("val_size")
     @classmethod
@@ -108,7 +170,38 @@ class DataConfig(Strict):
     def _one_validation_source(self) -> DataConfig:
         if self.validation is not None and self.val_size is not None:
             raise ValueError("give either `validation` (a file) or `val_size` (a split of train), not both")
+        if self.validation is not None and self.several_tasks:
+            raise ValueError("with several training sources, use data.val_size: each task holds out its own rows")
         return self
+
+    @field_validator("train")
+    @classmethod
+    def _sources(cls, v: Path | list[TrainSource]) -> Path | list[TrainSource]:
+        if isinstance(v, Path):
+            return v
+        if not v:
+            raise ValueError("an empty list of sources: give a file, or a list of {path, name?, weight?}")
+        names = [s.task for s in v]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"task name {repeated[0]!r} is used twice: give each source its own `name`")
+        weighted = [s.weight is not None for s in v]
+        if any(weighted) and not all(weighted):
+            raise ValueError("give every source a `weight` (its share of the mix), or none (every row once)")
+        return v
+
+    def sources(self) -> list[TrainSource]:
+        """The training sources: the one file as a source of its own, or the list."""
+        return [TrainSource(path=self.train)] if isinstance(self.train, Path) else list(self.train)
+
+    @property
+    def several_tasks(self) -> bool:
+        return not isinstance(self.train, Path)
+
+    @property
+    def train_files(self) -> str:
+        """The training file, or the sources' files, for messages."""
+        return ", ".join(str(s.path) for s in self.sources())
 
 
 class TrainConfig(Strict):
@@ -175,11 +268,23 @@ class TrainConfig(Strict):
         description="Replace a run already in output_dir: its tunelab files are removed first, and a folder holding "
         "files tunelab did not write is refused either way.",
     )
+    time_budget: str | None = Field(
+        None,
+        description="Train for at most about this long (e.g. 5m, 1h30m): the planner's time per step on this "
+        "machine sets max_steps to the steps that fit (never more than the config asks for).",
+    )
 
     @field_validator("eval_strategy", "save_strategy", mode="before")
     @classmethod
     def _bare_no(cls, v: object) -> object:
         return "no" if v is False else v  # YAML reads a bare `no` as false; `eval_strategy: no` means "no"
+
+    @field_validator("time_budget")
+    @classmethod
+    def _duration(cls, v: str | None) -> str | None:
+        if v is not None:
+            duration_seconds(v)
+        return v
 
     @field_validator("activation_checkpointing", mode="before")
     @classmethod
@@ -199,7 +304,11 @@ class EvalConfig(Strict):
     """How generated answers are scored: by `tunelab eval`/`compare`, and during training when
     `train.metric_for_best_model` names a generation metric."""
 
-    test: Path | None = Field(None, description="Held-out test file (same formats as data.train) for eval/compare.")
+    test: Path | list[TrainSource] | None = Field(
+        None,
+        description="Held-out test file (same formats as data.train) for eval/compare. Several tasks: a list of "
+        "sources {path, name?, format?, system?}; a source named like a training task is read as that task.",
+    )
     metrics: list[str] = Field(
         ["exact_match"],
         description="Generation metrics: exact_match, json_fields, rouge, rouge1, rouge2, rougeL, "
@@ -252,6 +361,7 @@ class RunConfig(Strict):
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
     forgetting: ForgettingConfig = ForgettingConfig()
+    search: SearchConfig = SearchConfig()
 
     @field_validator("model", mode="before")
     @classmethod

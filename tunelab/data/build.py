@@ -36,6 +36,7 @@ class DataReport:
     skipped: dict[str, int] = field(default_factory=dict)  # dropped bad rows per reason
     replayed: int = 0  # general rows mixed into train (data.replay_fraction), counted in rows["train"]
     repeats: int = 0  # rows that repeat an earlier one (kept on one side of a data.val_size split)
+    tasks: list[dict[str, Any]] = field(default_factory=list)  # several tasks: each one's part of the mix
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -82,7 +83,8 @@ def build(cfg: RunConfig, tokenizer: Any, rows: RowSet | None = None) -> BuiltDa
     skipped = resolve(checked.problems, rows.rows_read, cfg.data)
     warn_skipped(skipped)
     if not encoded["train"]:
-        raise DataError("no training rows left", [f"{cfg.data.train}: every row was bad; see the skipped counts"])
+        files = cfg.data.train_files
+        raise DataError("no training rows left", [f"{files}: every row was bad; see the skipped counts"])
     import datasets  # here: ~1.3 s of import that reading or generating (which use this package) must not pay
 
     max_len = cfg.train.max_seq_length
@@ -100,5 +102,6 @@ def build(cfg: RunConfig, tokenizer: Any, rows: RowSet | None = None) -> BuiltDa
         skipped=skipped,
         replayed=rows.replayed,
         repeats=rows.repeats,
+        tasks=[t.to_dict() for t in rows.tasks],
     )
     return BuiltData(train, validation, report, rows.validation)

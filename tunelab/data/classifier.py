@@ -33,8 +33,8 @@ def build_for_classifier(cfg: RunConfig, tokenizer: Any, rows: RowSet | None = N
     warn_skipped(rows.skipped)
     if rows.format != "classification":
         raise DataError(
-            f"{cfg.data.train}: an encoder classifier trains on classification rows, got {rows.format}",
-            [f"{cfg.data.train}: rows of {{text, label}} (data.format=classification), or a generative model"],
+            f"{cfg.data.train_files}: an encoder classifier trains on classification rows, got {rows.format}",
+            [f"{cfg.data.train_files}: rows of {{text, label}} (data.format=classification), or a generative model"],
         )
     labels = list(rows.labels or [])
     train = encode(tokenizer, rows.train, labels, cfg.train.max_seq_length)

@@ -27,6 +27,7 @@ class Row:
     line: int
     # The record as read: an encoder classifier reads its text field, not the rendered prompt.
     fields: dict | None = field(default=None, compare=False, repr=False)
+    task: str | None = field(default=None, compare=False)  # the source's task when data.train lists several
 
 
 def convert(records: list[Record], fmt: str, ctx: FormatContext) -> tuple[list[Row], list[Problem]]:

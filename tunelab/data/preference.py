@@ -163,7 +163,7 @@ ACCEPTS["grpo"] = ("prompts",)
 
 def preflight(cfg: RunConfig) -> PreferenceSet:
     """Read, detect, convert and check every row (no tokenizer); the val_size split; train/validation duplicates."""
-    train_records = read(Path(cfg.data.train), "train")
+    train_records = read(cfg.data.sources()[0].path, "train")
     val_records = read(Path(cfg.data.validation), "validation") if cfg.data.validation else []
     fmt = _format(cfg, train_records)
     if cfg.data.val_size is not None:
@@ -197,13 +197,13 @@ def _format(cfg: RunConfig, records: list[Record]) -> str:
         return cfg.data.format
     parsed = [r for r in records if r.fields is not None]
     if not parsed:
-        raise DataError(f"{cfg.data.train}: no row could be read", listing([r.problem() for r in records]))
+        raise DataError(f"{cfg.data.train_files}: no row could be read", listing([r.problem() for r in records]))
     counts = {name: sum(FORMATS[name][0] <= set(r.fields) for r in parsed) for name in accepted}
     best = max(accepted, key=lambda name: counts[name])
     if counts[best] == 0:
         fields = ", ".join(sorted(parsed[0].fields))
         raise DataError(
-            f"{cfg.data.train}: {wanted}", [f"{parsed[0].where}: fields {{{fields}}}; {_describe(accepted)}"]
+            f"{cfg.data.train_files}: {wanted}", [f"{parsed[0].where}: fields {{{fields}}}; {_describe(accepted)}"]
         )
     return best
 

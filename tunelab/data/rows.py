@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import logging
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from tunelab.config import DataConfig, RunConfig
+from tunelab.config.schema import TrainSource
 from tunelab.console import info
 from tunelab.data import formats
 from tunelab.data.formats import FormatContext
@@ -21,6 +22,7 @@ from tunelab.data.messages import Row, convert
 from tunelab.data.problems import Problem, RowError, listing, resolve
 from tunelab.data.readers import Record, read
 from tunelab.data.replay import replay_rows
+from tunelab.data.tasks import TaskMix, mix, mix_counts
 from tunelab.data.templates import Message
 from tunelab.errors import DataError
 
@@ -40,6 +42,7 @@ class RowSet:
     # The bad rows found here, kept so that building on these rows (data.build) adds its length problems to them
     # instead of reading and converting the files a second time.
     problems: list[Problem] = field(default_factory=list)
+    tasks: list[TaskMix] = field(default_factory=list)  # several tasks: what the training mix holds of each
 
 
 def preflight(cfg: RunConfig) -> RowSet:
@@ -59,26 +62,111 @@ def warn_skipped(skipped: dict[str, int]) -> None:
 
 def collect(cfg: RunConfig) -> tuple[RowSet, list[Problem]]:
     """The good rows and the problems of the bad ones, without deciding what to do about them."""
-    train_records = read(Path(cfg.data.train), "train")
+    tasks = [read_task(cfg, source) for source in cfg.data.sources()]
+    fmt = mixed_format(tasks)
+    train, mixes = (tasks[0].train, []) if len(tasks) == 1 else mix_tasks(cfg, tasks)
+    replayed, replay_problems = replay_rows(cfg, "chat" if len(tasks) > 1 else fmt, len(train))
+    train = train + replayed
+    validation, dup_problems = drop_duplicates(train, [row for t in tasks for row in t.validation])
+    labels = [label for t in tasks for label in (t.labels or [])] if any(t.labels for t in tasks) else None
+    rows = RowSet(
+        fmt,
+        list(dict.fromkeys(labels)) if labels is not None else None,
+        train,
+        validation,
+        sum(t.rows_read for t in tasks),
+        replayed=len(replayed),
+        repeats=sum(t.repeats for t in tasks),
+        tasks=mixes,
+    )
+    return rows, [p for t in tasks for p in t.problems] + replay_problems + dup_problems
+
+
+@dataclass
+class TaskRows:
+    """One training source read, split and converted: its rows tagged with the task (several tasks only)."""
+
+    source: TrainSource
+    format: str
+    labels: list[str] | None
+    train: list[Row]
+    validation: list[Row]
+    rows_read: int
+    repeats: int
+    problems: list[Problem]
+
+
+def read_task(cfg: RunConfig, source: TrainSource) -> TaskRows:
+    """Read one source, hold out its validation rows (data.val_size, or the data.validation file), convert both."""
+    train_records = read(source.path, "train")
     val_records = read(Path(cfg.data.validation), "validation") if cfg.data.validation else []
     repeats = 0
+    fmt = resolve_format(source.format or cfg.data.format, train_records, source.path)
     if cfg.data.val_size is not None:
-        groups = repeat_groups(train_records, cfg.data)
+        groups = repeat_groups(train_records, cfg.data.model_copy(update={"format": fmt}))
         repeats = len(train_records) - len(groups)
         if repeats:
             info(f"data.val_size: {repeats} row(s) repeat an earlier row; each kept on the same side of the split")
         train_records, val_records = split(train_records, cfg.data.val_size, cfg.train.seed, groups)
-    fmt = resolve_format(cfg.data.format, train_records, Path(cfg.data.train))
     ctx = context(fmt, train_records, cfg.data.labels)
     train, problems = convert(train_records, fmt, ctx)
-    replayed, replay_problems = replay_rows(cfg, fmt, len(train))
-    train += replayed
     validation, val_problems = convert(val_records, fmt, ctx)
-    validation, dup_problems = drop_duplicates(train, validation)
+    if cfg.data.several_tasks:
+        train, validation = (tag(rows, source) for rows in (train, validation))
     labels = list(ctx.labels) if ctx.labels is not None else None
     read_count = len(train_records) + len(val_records)
-    rows = RowSet(fmt, labels, train, validation, read_count, replayed=len(replayed), repeats=repeats)
-    return rows, problems + replay_problems + val_problems + dup_problems
+    return TaskRows(source, fmt, labels, train, validation, read_count, repeats, problems + val_problems)
+
+
+def tag(rows: list[Row], source: TrainSource) -> list[Row]:
+    """Rows of one task: named by it, with its system prompt unless a row has its own."""
+    system = [{"role": "system", "content": source.system}] if source.system else []
+    return [
+        replace(
+            row,
+            task=source.task,
+            messages=row.messages if row.messages[0]["role"] == "system" else system + row.messages,
+        )
+        for row in rows
+    ]
+
+
+def mixed_format(tasks: list[TaskRows]) -> str:
+    """The rows' format (several tasks: the first source's, for rendering; raw text does not mix with turns)."""
+    raw = [t for t in tasks if formats.get(t.format).RAW]
+    if len(tasks) > 1 and raw:
+        raise DataError(
+            f"{raw[0].source.path}: raw text ({raw[0].format}) cannot be mixed with other tasks",
+            ["train it in a run of its own, or give its rows a prompt and an answer"],
+        )
+    return tasks[0].format
+
+
+def mix_tasks(cfg: RunConfig, tasks: list[TaskRows]) -> tuple[list[Row], list[TaskMix]]:
+    """The training rows of several tasks at their shares (data.tasks), and what the mix holds of each."""
+    available = {t.source.task: len(t.train) for t in tasks}
+    empty = [name for name, n in available.items() if not n]
+    if empty:
+        raise DataError(f"task {empty[0]!r} has no good training rows", ["fix its rows, or remove the source"])
+    weighted = tasks[0].source.weight is not None
+    counts = mix_counts(available, {t.source.task: t.source.weight for t in tasks} if weighted else None)
+    train = mix({t.source.task: t.train for t in tasks}, counts, cfg.train.seed)
+    total = sum(counts.values())
+    mixes = [
+        TaskMix(
+            t.source.task,
+            str(t.source.path),
+            t.format,
+            len(t.train),
+            counts[t.source.task],
+            counts[t.source.task] / total,
+            len(t.validation),
+            t.source.weight,
+        )
+        for t in tasks
+    ]
+    info("tasks: " + ", ".join(f"{m.name} {m.used} rows ({100 * m.share:.0f}%)" for m in mixes))
+    return train, mixes
 
 
 def split(

@@ -33,8 +33,8 @@ def build_for_seq2seq(cfg: RunConfig, tokenizer: Any, rows: RowSet | None = None
     warn_skipped(rows.skipped)
     if rows.format == "text":
         raise DataError(
-            f"{cfg.data.train}: raw text has no prompt and answer for an encoder-decoder",
-            [f"{cfg.data.train}: use prompt/completion, alpaca, chat or classification rows"],
+            f"{cfg.data.train_files}: raw text has no prompt and answer for an encoder-decoder",
+            [f"{cfg.data.train_files}: use prompt/completion, alpaca, chat or classification rows"],
         )
     train = encode(tokenizer, rows.train, cfg)
     validation = encode(tokenizer, rows.validation, cfg) if rows.validation else None

@@ -27,20 +27,32 @@ def arm_name(kind: str, k: int, mean_used: float, full: str) -> str:
 
 
 def few_shot_examples(cfg: RunConfig, loaded: Loaded, examples: list[Any], k: int) -> tuple[list[Any], float]:
-    """Each test example with up to k training examples before it as earlier turns, fewer when the prompt
-    would not leave room for the answer within the model's context window; and the mean shots used."""
-    pool = [row.messages for row in data.preflight(cfg).train]
-    shots = random.Random(cfg.train.seed).sample(pool, min(k, len(pool)))
+    """Each test example with up to k training examples (of its own task, when there are several) before it as
+    earlier turns, fewer when the prompt would not leave room for the answer within the model's context window;
+    and the mean shots used."""
+    shots_of = task_shots(data.preflight(cfg).train, k, cfg.train.seed)
     budget = context_window(loaded.model) - cfg.eval.max_new_tokens
     out, used = [], []
     for example in examples:
+        shots = shots_of.get(example.task) or next(iter(shots_of.values()), [])
+        system = example.messages[:1] if example.messages[0]["role"] == "system" else []
         for n in range(len(shots), -1, -1):
-            messages = [m for shot in shots[:n] for m in shot if m["role"] != "system"] + example.messages
+            turns = [m for shot in shots[:n] for m in shot if m["role"] != "system"]
+            messages = system + turns + example.messages[len(system) :]
             if n == 0 or len(encode_prompt(loaded.tokenizer, messages, loaded.template, loaded.system)) <= budget:
                 break
         out.append(replace(example, messages=messages))
         used.append(n)
     return out, sum(used) / len(used)
+
+
+def task_shots(rows: list[Any], k: int, seed: int) -> dict[str | None, list[Any]]:
+    """k training examples per task (one pool when there are no tasks), drawn with one seeded generator."""
+    rng = random.Random(seed)
+    pools: dict[str | None, list[Any]] = {}
+    for row in rows:
+        pools.setdefault(row.task, []).append(row.messages)
+    return {task: rng.sample(pool, min(k, len(pool))) for task, pool in pools.items()}
 
 
 @dataclass(frozen=True)

@@ -217,7 +217,24 @@ def markdown(arms: list[Arm]) -> str:
             + " | ".join(cells)
             + f" | {r.seconds_per_example:.2f} s | {r.prompt_tokens_per_example:.0f} |"
         )
-    return "\n".join([*lines, "", verdict(arms), *rules_sentences(arms)]) + "\n"
+    return "\n".join([*lines, *task_rows(arms), "", verdict(arms), *rules_sentences(arms)]) + "\n"
+
+
+def task_rows(arms: list[Arm]) -> list[str]:
+    """Several tasks: each arm on each task (the task column), the metrics scored on that task's rows alone."""
+    if not arms[0].result.by_task:
+        return []
+    keys = list(arms[0].result.metrics)
+    lines = ["", "| task | arm | rows | " + " | ".join(keys) + " |", "|---|---|---:|" + "---:|" * len(keys)]
+    for task in arms[0].result.by_task:
+        for arm in arms:
+            part = arm.result.by_task[task]
+            cells = [
+                format_value(k, part["metrics"][k], part["intervals"].get(k)) if k in part["metrics"] else ""
+                for k in keys
+            ]
+            lines.append(f"| {task} | {arm.name} | {part['rows']} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def title(arms: list[Arm]) -> str:
@@ -236,9 +253,17 @@ def table(arms: list[Arm], heading: str | None = None) -> Any:
         grid.add_column(arm.name, justify="right")
     for key in arms[0].result.metrics:
         grid.add_row(key, *(format_value(key, a.result.metrics[key], a.result.intervals.get(key)) for a in arms))
+    main = arms[0].result.main
+    for task in arms[0].result.by_task:  # several tasks: the headline metric on each task's rows
+        grid.add_row(f"{main} [{task}]", *(task_cell(a, task, main) for a in arms))
     grid.add_row("latency / example", *(f"{a.result.seconds_per_example:.2f} s" for a in arms))
     grid.add_row("prompt tokens / example", *(f"{a.result.prompt_tokens_per_example:.0f}" for a in arms))
     return grid
+
+
+def task_cell(arm: Arm, task: str, key: str) -> str:
+    part = arm.result.by_task[task]
+    return format_value(key, part["metrics"][key], part["intervals"].get(key)) if key in part["metrics"] else ""
 
 
 def slug(name: str) -> str:
@@ -247,11 +272,7 @@ def slug(name: str) -> str:
 
 
 def plot(arms: list[Arm], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only, no display
-    import matplotlib.pyplot as plt
-
+    plt = artifacts.pyplot()
     key = arms[0].result.main
     values = [a.result.metrics[key] for a in arms]
     errors = [
@@ -263,10 +284,7 @@ def plot(arms: list[Arm], path: Path) -> None:
     ax.set_ylabel(f"{key} (95% CI)")
     ax.set_title(title(arms))
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
+    artifacts.write_figure(fig, path, dpi=120)
 
 
 def write(arms: list[Arm], out_dir: Path) -> None:

@@ -20,6 +20,7 @@ from tunelab import artifacts, methods, models
 from tunelab.config import ModelConfig, RunConfig, validate
 from tunelab.console import info
 from tunelab.errors import ConfigError
+from tunelab.methods import new_tokens
 
 
 @dataclass
@@ -115,7 +116,10 @@ def load_base_for(cfg: RunConfig, device: str | None, dtype: str | None, run_pat
     options = methods.get(cfg.method.name).load_options(cfg.method, compute_dtype)
     if models.resolve_task(cfg.model) == "sequence_classification":
         options |= models.classifier_options(run_labels(run_path))
-    return load_plain(model_cfg, **options)[0]
+    base = load_plain(model_cfg, **options)[0]
+    if cfg.data.new_tokens:  # the run added tokens: its adapter holds their rows, for a base grown to hold them
+        new_tokens.fit_vocabulary(base, len(run_tokenizer(artifacts.open_run(run_path), cfg)))
+    return base
 
 
 def run_labels(run_path: str | Path) -> list[str] | None:
@@ -190,6 +194,10 @@ def check_shared_base(runs: list[tuple[str, artifacts.CompletedRun, RunConfig]])
     for path, run, cfg in runs:
         if run.artifact_kind != "adapter":
             raise ConfigError(f"{path} holds a whole model, not an adapter", ["give only adapter runs (lora, ...)"])
+        if cfg.data.new_tokens and len(runs) > 1:
+            raise ConfigError(
+                f"{path} added tokens of its own (data.new_tokens): its vocabulary is not the base's; load it alone"
+            )
         same = (cfg.model.name, cfg.method.name, cfg.model.dtype) == (
             first.model.name,
             first.method.name,

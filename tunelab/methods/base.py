@@ -19,7 +19,12 @@ def no_load_options(method_cfg: Any, compute_dtype: torch.dtype) -> dict[str, An
 
 def save_pretrained(model: nn.Module, directory: Path) -> None:
     """A peft adapter (adapter_model.safetensors + adapter_config.json) or a whole transformers model."""
-    model.save_pretrained(directory, safe_serialization=True)
+    from tunelab.methods.new_tokens import trains_token_rows
+
+    # An adapter that trains new token rows (data.new_tokens) holds them itself; peft would also save the whole
+    # grown embedding matrix because the vocabulary changed (SmolLM2: 28M more values), none of it trained.
+    extra = {"save_embedding_layers": False} if trains_token_rows(model) else {}
+    model.save_pretrained(directory, safe_serialization=True, **extra)
 
 
 def attach_peft(model: nn.Module, adapter_dir: Path, name: str) -> nn.Module:
@@ -103,6 +108,9 @@ class MethodSpec:
     # Adapters of this method (with these options) can serve different rows of one batch, each row its own adapter
     # (peft's `adapter_names`): `tunelab serve` then decodes requests for different fine-tunes together.
     mixed_batches: Callable[[Any], bool] = never
+    # New vocabulary rows (data.new_tokens) train under this method: lora/qlora through peft's trainable tokens,
+    # full with the rest of the matrix (tunelab.methods.new_tokens). Others leave the embeddings frozen.
+    trains_new_tokens: bool = False
     # Packages the method needs beyond tunelab's own dependencies (import names, which pip also takes): `tunelab plan`
     # shows the method as unavailable without them.
     requires: tuple[str, ...] = ()

@@ -15,4 +15,11 @@ def prepare(model: nn.Module, method_cfg: Any, tokenizer: Any = None) -> nn.Modu
     return model
 
 
-METHOD = MethodSpec(name="full", artifact="model", load_dtype=fp32_master_weights, prepare=prepare, capability=0)
+METHOD = MethodSpec(
+    name="full",
+    artifact="model",
+    load_dtype=fp32_master_weights,
+    prepare=prepare,
+    capability=0,
+    trains_new_tokens=True,
+)

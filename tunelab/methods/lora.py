@@ -62,4 +62,5 @@ METHOD = MethodSpec(
     mergeable=True,
     combinable=True,
     mixed_batches=without_dora,
+    trains_new_tokens=True,
 )

@@ -83,6 +83,7 @@ METHOD = MethodSpec(
     combinable=True,
     mixed_batches=lora.without_dora,
     quantized_linears=True,
+    trains_new_tokens=True,
     requires=("bitsandbytes",),
     plan_variants=(
         Variant("qlora (4-bit)", {"bits": 4}, capability_cost=1),

@@ -15,8 +15,19 @@ available memory), recommend (the rule), planner (the orchestration), report (ta
 The figures and their calibration against measured runs: docs/planning.md.
 """
 
+from tunelab.planning.budget import TrainingTime, fit_time_budget, training_time
 from tunelab.planning.checkpointing import checkpointing_mode
 from tunelab.planning.planner import MethodPlan, Plan, plan
 from tunelab.planning.report import render, to_dict
 
-__all__ = ["MethodPlan", "Plan", "checkpointing_mode", "plan", "render", "to_dict"]
+__all__ = [
+    "MethodPlan",
+    "Plan",
+    "TrainingTime",
+    "checkpointing_mode",
+    "fit_time_budget",
+    "plan",
+    "render",
+    "to_dict",
+    "training_time",
+]

@@ -47,9 +47,9 @@ def token_stats(cfg: RunConfig, tokenizer: Any) -> TokenStats:
     """Real lengths of the training rows that would be kept; assumed ones if the data cannot be read."""
     from tunelab.data.build import encode_checked
 
-    size = cfg.data.train.stat().st_size if cfg.data.train.is_file() else 0
+    size = sum(s.path.stat().st_size for s in cfg.data.sources() if s.path.is_file())
     if size > READ_LIMIT_BYTES:
-        return assumed_stats(cfg, f"{cfg.data.train} is {size / 2**20:.0f} MB; not tokenized for the plan")
+        return assumed_stats(cfg, f"{cfg.data.train_files}: {size / 2**20:.0f} MB; not tokenized for the plan")
     try:
         kept = encode_checked(cfg, tokenizer).kept["train"]
     except (TunelabError, OSError) as err:

@@ -26,6 +26,7 @@ RESUMABLE_CHANGES = {("train", "max_steps"), ("train", "num_train_epochs")}
 
 def preflight(cfg: RunConfig, resume: bool = False) -> data.RowSet:
     problems = check_device(cfg) + check_packages(cfg) + check_training(cfg) + check_objective(cfg)
+    problems += check_new_tokens(cfg)
     problems += check_output_dir(cfg, resume)
     if problems:
         raise ConfigError(f"{len(problems)} problem(s) found before loading the model", problems)
@@ -40,6 +41,27 @@ def check_packages(cfg: RunConfig) -> list[str]:
     return [f"method.name={cfg.method.name} needs {', '.join(missing)}: pip install {' '.join(missing)}"]
 
 
+def check_new_tokens(cfg: RunConfig) -> list[str]:
+    """data.new_tokens needs a method that trains the new embedding rows (the terms themselves are checked against
+    the tokenizer when they are added, still before the weights load: tunelab.data.vocabulary)."""
+    if not cfg.data.new_tokens:
+        return []
+    problems = []
+    if not methods.get(cfg.method.name).trains_new_tokens:
+        able = ", ".join(name for name, spec in methods.METHODS.items() if spec.trains_new_tokens)
+        problems.append(
+            f"data.new_tokens with method {cfg.method.name}: its new embedding rows would never train; use "
+            f"method.name {able}, or remove data.new_tokens"
+        )
+    if cfg.objective.name != "sft":
+        problems.append(f"data.new_tokens with objective {cfg.objective.name}: supported with sft only; remove it")
+    with contextlib.suppress(TunelabError):  # a model that cannot be found: loading it says why, with the fix
+        task = models.resolve_task(cfg.model)
+        if task != "causal_lm":
+            problems.append(f"data.new_tokens is for text generators (causal_lm); model.task resolves to {task}")
+    return problems
+
+
 # The methods the preference objectives are built and tested with: their reference is the model as training starts,
 # which TRL scores once (tunelab.training.preference). Soft prompts and bottleneck adapters are not tested there.
 PREFERENCE_METHODS = ("lora", "qlora", "full", "freeze")
@@ -51,6 +73,8 @@ def check_objective(cfg: RunConfig) -> list[str]:
     if name == "sft":
         return []
     problems = []
+    if cfg.data.several_tasks:
+        problems.append(f"objective {name} trains on one data file; data.train lists several tasks (an sft mix)")
     if cfg.method.name not in PREFERENCE_METHODS:
         problems.append(
             f"objective {name} with method {cfg.method.name}: not supported; use method.name "
