@@ -17,7 +17,7 @@ from pydantic import Field, field_validator, model_validator
 
 from tunelab.config.methods import LoraMethod, MethodConfig, Strict
 from tunelab.config.objectives import ObjectiveConfig, SftObjective
-from tunelab.config.search import SearchConfig, duration_seconds
+from tunelab.config.search import Duration, SearchConfig
 
 BUILTIN_DEFAULT_MODEL = "smollm2-135m-instruct"
 
@@ -268,7 +268,7 @@ class TrainConfig(Strict):
         description="Replace a run already in output_dir: its tunelab files are removed first, and a folder holding "
         "files tunelab did not write is refused either way.",
     )
-    time_budget: str | None = Field(
+    time_budget: Duration | None = Field(
         None,
         description="Train for at most about this long (e.g. 5m, 1h30m): the planner's time per step on this "
         "machine sets max_steps to the steps that fit (never more than the config asks for).",
@@ -278,13 +278,6 @@ class TrainConfig(Strict):
     @classmethod
     def _bare_no(cls, v: object) -> object:
         return "no" if v is False else v  # YAML reads a bare `no` as false; `eval_strategy: no` means "no"
-
-    @field_validator("time_budget")
-    @classmethod
-    def _duration(cls, v: str | None) -> str | None:
-        if v is not None:
-            duration_seconds(v)
-        return v
 
     @field_validator("activation_checkpointing", mode="before")
     @classmethod

@@ -12,9 +12,9 @@ search:
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from tunelab.config.methods import Strict
 
@@ -34,6 +34,15 @@ def duration_seconds(text: str | float | int) -> float:
     if seconds <= 0:
         raise ValueError(f"{text!r}: a duration must be longer than 0 seconds")
     return seconds
+
+
+def checked_duration(text: str) -> str:
+    duration_seconds(text)  # raises ValueError naming the forms
+    return text
+
+
+# A duration kept as written (`5m`, dumped back the same), checked when the config is validated.
+Duration = Annotated[str, AfterValidator(checked_duration)]
 
 
 class Range(Strict):
@@ -69,7 +78,7 @@ class SearchConfig(Strict):
         "auto", description="`auto`: minimize losses and perplexity, maximize the rest."
     )
     trials: int = Field(8, ge=1, description="Trials in the whole search (a resumed search counts earlier ones).")
-    budget: str | None = Field(
+    budget: Duration | None = Field(
         None,
         description="Wall-clock budget of the whole search (e.g. 30m): no trial starts that the planner's time "
         "estimate, calibrated by the trials so far, says would end past it.",
@@ -88,13 +97,6 @@ class SearchConfig(Strict):
         description="Dotted config keys and their values: a range {low, high, log?, step?} or a list of choices. "
         "Default: the learning rate around the config's, epochs, and LoRA r and alpha.",
     )
-
-    @field_validator("budget")
-    @classmethod
-    def _budget(cls, v: str | None) -> str | None:
-        if v is not None:
-            duration_seconds(v)
-        return v
 
     @field_validator("space")
     @classmethod
