@@ -43,6 +43,20 @@ def test_adapters_share_one_base_and_switch_without_reloading(two_runs):
     assert not torch.allclose(plain, next_token_logits(loaded)), "the two adapters must differ"
 
 
+def test_a_run_directory_with_a_dot_in_its_name_loads_as_an_adapter(two_runs, tmp_path):
+    import shutil
+
+    dotted = tmp_path / "lr-1.5e-4"
+    shutil.copytree(two_runs[0], dotted)
+    config = dotted / "config.yaml"  # named by its directory, as a run without method.adapter_name is
+    config.write_text("\n".join(line for line in config.read_text().splitlines() if "adapter_name:" not in line))
+    alone = load_for_inference(str(dotted), merge=False)  # peft refuses adapter names with a dot
+    torch.testing.assert_close(
+        next_token_logits(alone), next_token_logits(load_for_inference(two_runs[0], merge=False)), rtol=0, atol=0
+    )
+    assert list(load_runs([str(dotted), two_runs[1]]).adapters) == ["lr-1_5e-4", "shout"]
+
+
 def test_generate_switches_adapters_per_row_from_the_command_line(two_runs, tmp_path):
     both = ",".join(two_runs)
     rows = write_jsonl(tmp_path / "in.jsonl", [{"prompt": PROMPT, "adapter": "shout"}, {"prompt": PROMPT}])

@@ -114,12 +114,36 @@ def test_forgetting_delta_is_after_minus_base():
         forgetting.enforce(report, ForgettingConfig(max_drop=5, fail=True))
 
 
+def test_the_drop_has_a_paired_interval_over_the_same_questions():
+    # 40 questions: 10 lost, 2 gained. Paired, the spread the two scores share cancels: the interval is the
+    # bootstrap's of the per-question change, and it excludes 0 here though both accuracies' own intervals overlap.
+    base_right = "1" * 30 + "0" * 10
+    after_right = "0" * 10 + "1" * 20 + "11" + "0" * 8
+    base = forgetting.ProbeScore(0.75, 20.0, 40, 4, base_right)
+    after = forgetting.ProbeScore(after_right.count("1") / 40, 20.0, 40, 4, after_right)
+    delta = forgetting.compare(base, after, ForgettingConfig())["delta"]
+    low, high = delta["accuracy_points_ci95"]
+    assert delta["accuracy_points"] == pytest.approx(-20.0)
+    assert -40 < low < -20 < high < 0
+    assert "95% CI" in forgetting.summary(forgetting.compare(base, after, ForgettingConfig()))
+    # Scores without the answers (older runs) still compare, without an interval.
+    assert (
+        "accuracy_points_ci95"
+        not in forgetting.compare(forgetting.ProbeScore(0.75, 20.0, 40, 4), after, ForgettingConfig())["delta"]
+    )
+
+
 def test_every_run_records_the_probe_before_and_after(tmp_path, tiny_model_dir):
     cfg = write_config(tmp_path, tiny_model_dir, method={"name": "full"}, train={"max_steps": 3})
     result = run_cli(["train", str(cfg), "forgetting.max_items=10"])
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "run" / "metrics.json").read_text())["forgetting"]
     assert report["base"]["questions"] == 10 and report["after"]["passages"] == 10
+    assert len(report["base"]["right"]) == 10 and report["base"]["right"].count("1") == round(
+        10 * report["base"]["accuracy"]
+    )
+    low, high = report["delta"]["accuracy_points_ci95"]
+    assert low <= report["delta"]["accuracy_points"] <= high
     assert report["delta"]["accuracy_points"] == pytest.approx(
         100 * (report["after"]["accuracy"] - report["base"]["accuracy"])
     )

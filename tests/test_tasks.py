@@ -102,6 +102,7 @@ def test_a_run_reports_its_mix_and_eval_scores_each_task(tmp_path, tiny_model_di
         scores = [r["scores"]["exact_match"] for r in rows if r["task"] == task]
         assert tuned["by_task"][task]["metrics"]["exact_match"] == pytest.approx(sum(scores) / len(scores))
     assert "| task | arm | rows |" in (out / "compare.md").read_text()
+    assert "exact_match (words)" in result.output and "exact_match (colours)" in result.output  # the console's
 
 
 @pytest.mark.parametrize(

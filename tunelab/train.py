@@ -26,6 +26,7 @@ from tunelab.methods import new_tokens
 from tunelab.models.tasks import CAUSAL_LM, CLASSIFIER
 from tunelab.training import preference
 from tunelab.training import trainer as trainers
+from tunelab.training.anchor import BaseAnchor
 from tunelab.training.preflight import preflight
 
 
@@ -65,16 +66,18 @@ def run(cfg: RunConfig, *, resume: bool = False, callbacks: tuple = ()) -> RunRe
     report_parameters(model, method.name, device, compute_dtype)
     base_probe = score_probe(model, tokenizer, probe, "the base model")
     held_out = alignment.HeldOut.of(cfg, tokenizer, rows, model)  # preference objectives: scores before training
+    anchor = base_anchor(cfg, model)  # forgetting.l2_to_base / merge_back: the weights' way back to the base
 
     prepare_output_dir(cfg, run_dir, resume)
     artifacts.start(run_dir, dump(cfg))
     checkpointing = planning.checkpointing_mode(cfg, model, built, device, compute_dtype, tokenizer)  # auto: fit
     trainer = build_trainer(
-        cfg, model, tokenizer, built, run_dir, device, compute_dtype, checkpointing, callbacks, probe
+        cfg, model, tokenizer, built, run_dir, device, compute_dtype, checkpointing, callbacks, probe, anchor
     )
     with trainer_attention(trainer):
         output = trainer.train(resume_from_checkpoint=resume_point(run_dir, resume))
-        metrics = collect_metrics(trainer, output.metrics, model, built)
+        moved = merge_back(cfg, anchor, trainer.model)  # the final evaluation then scores the merged weights
+        metrics = collect_metrics(trainer, output.metrics, model, built, fresh_eval=moved)
     if held_out is not None:
         metrics["preference"] = held_out.report(trainer.model)
     if cfg.objective.name != "sft":  # reference batches TRL scored; 0: read from the cache (preference_data)
@@ -89,12 +92,29 @@ def run(cfg: RunConfig, *, resume: bool = False, callbacks: tuple = ()) -> RunRe
 
 
 def build_trainer(
-    cfg: RunConfig, model, tokenizer, built, run_dir: RunDir, device, dtype, checkpointing, callbacks, probe
+    cfg: RunConfig, model, tokenizer, built, run_dir: RunDir, device, dtype, checkpointing, callbacks, probe, anchor
 ):
     """SFT: tunelab's Trainer on the built rows. A preference objective: TRL's trainer for it on the rows."""
     if cfg.objective.name == "sft":
-        return trainers.build(cfg, model, tokenizer, built, run_dir, device, dtype, checkpointing, callbacks, probe)
+        return trainers.build(
+            cfg, model, tokenizer, built, run_dir, device, dtype, checkpointing, callbacks, probe, anchor
+        )
     return preference.build(cfg, model, tokenizer, built, run_dir, device, dtype, checkpointing, callbacks)
+
+
+def base_anchor(cfg: RunConfig, model) -> BaseAnchor | None:
+    """The base to measure and merge back toward, when a forgetting mitigation needs it (full: a weight copy)."""
+    return BaseAnchor.of(model) if cfg.forgetting.l2_to_base or cfg.forgetting.merge_back else None
+
+
+def merge_back(cfg: RunConfig, anchor: BaseAnchor | None, model) -> bool:
+    """forgetting.merge_back: move the trained weights that share of the way back to the base."""
+    share = cfg.forgetting.merge_back
+    if anchor is None or not share:
+        return False
+    anchor.move_back(model, share)
+    info(f"merged back toward the base: kept {100 * (1 - share):.0f}% of the change (forgetting.merge_back)")
+    return True
 
 
 def trainer_attention(trainer):
@@ -153,23 +173,24 @@ def resume_point(run_dir: RunDir, resume: bool) -> str | None:
     return str(complete[-1])
 
 
-def final_evaluation(trainer) -> dict[str, Any]:
-    """The evaluation of the final weights: reused when the last step was just evaluated, else run now."""
+def final_evaluation(trainer, fresh: bool = False) -> dict[str, Any]:
+    """The evaluation of the final weights: reused when the last step was just evaluated (and the weights have
+    not changed since: `fresh`), else run now."""
     evals = [h for h in trainer.state.log_history if "eval_loss" in h]
     best_loaded = trainer.args.load_best_model_at_end and trainer.state.best_global_step
-    if evals and evals[-1]["step"] == trainer.state.global_step and not best_loaded:
+    if evals and evals[-1]["step"] == trainer.state.global_step and not best_loaded and not fresh:
         return evals[-1]
     return trainer.evaluate()
 
 
-def collect_metrics(trainer, train_metrics: dict[str, Any], model, built) -> dict[str, Any]:
+def collect_metrics(trainer, train_metrics: dict[str, Any], model, built, fresh_eval: bool = False) -> dict[str, Any]:
     trainable, total = methods.count_parameters(model)
     metrics: dict[str, Any] = {"train": train_metrics, "trainable_params": trainable, "total_params": total}
     # A preference run's held-out measure is its own (metrics["preference"]); TRL's evaluation (for grpo: sampling
     # a group for every held-out prompt) runs only when the config asks for evaluations.
     asked = not isinstance(built, PreferenceSet) or trainer.args.eval_strategy != "no"
     if trainer.eval_dataset is not None and asked:
-        metrics["eval"] = final_evaluation(trainer)
+        metrics["eval"] = final_evaluation(trainer, fresh_eval)
     if isinstance(built, PreferenceSet):
         metrics["data"] = built.to_dict()
     else:

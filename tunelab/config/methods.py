@@ -38,9 +38,10 @@ class AdapterMethodBase(Strict):
 
     adapter_name: str | None = Field(
         None,
-        pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$",
+        pattern=r"^[A-Za-z0-9_][A-Za-z0-9_-]*$",
         description="This run's adapter name when several are loaded on one base "
-        "(`tunelab generate runs/a,runs/b --adapter NAME 'prompt'`). Default: the run directory's name.",
+        "(`tunelab generate runs/a,runs/b --adapter NAME 'prompt'`): letters, digits, _ and -. Default: the run "
+        "directory's name, each . as _.",
     )
 
 

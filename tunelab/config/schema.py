@@ -342,6 +342,19 @@ class ForgettingConfig(Strict):
         description="Also score the probe at every evaluation during training (logged as eval_probe_accuracy "
         "and eval_probe_perplexity; costs one probe scoring per evaluation).",
     )
+    l2_to_base: float = Field(
+        0.0,
+        ge=0,
+        description="L2-SP: adds this x the squared distance of the trained weights from the base's to the loss "
+        "(weight decay toward the base, not toward zero). lora, qlora, full, freeze; sft only.",
+    )
+    merge_back: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="After training, move the weights this share of the way back to the base (WiSE-FT): 0.3 keeps "
+        "70% of the fine-tune's change. lora, qlora, full, freeze.",
+    )
 
 
 class RunConfig(Strict):

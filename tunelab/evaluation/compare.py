@@ -255,7 +255,7 @@ def table(arms: list[Arm], heading: str | None = None) -> Any:
         grid.add_row(key, *(format_value(key, a.result.metrics[key], a.result.intervals.get(key)) for a in arms))
     main = arms[0].result.main
     for task in arms[0].result.by_task:  # several tasks: the headline metric on each task's rows
-        grid.add_row(f"{main} [{task}]", *(task_cell(a, task, main) for a in arms))
+        grid.add_row(f"{main} ({task})", *(task_cell(a, task, main) for a in arms))
     grid.add_row("latency / example", *(f"{a.result.seconds_per_example:.2f} s" for a in arms))
     grid.add_row("prompt tokens / example", *(f"{a.result.prompt_tokens_per_example:.0f}" for a in arms))
     return grid

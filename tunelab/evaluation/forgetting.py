@@ -18,6 +18,7 @@ from tunelab.config.schema import ForgettingConfig
 from tunelab.console import info
 from tunelab.errors import TunelabError
 from tunelab.evaluation import probes
+from tunelab.evaluation.bootstrap import mean_interval
 from tunelab.evaluation.likelihood import multiple_choice, perplexity
 
 
@@ -37,6 +38,11 @@ class ProbeScore:
     perplexity: float  # token-weighted, over the passages
     questions: int
     passages: int
+    right: str = ""  # one character per question, "1" answered right: the drop's paired interval needs them
+
+
+def answers(chosen: list[int], mc: list[Any]) -> str:
+    return "".join("1" if c == item.answer else "0" for c, item in zip(chosen, mc, strict=True))
 
 
 def load_probe(cfg: ForgettingConfig) -> Probe:
@@ -50,9 +56,9 @@ def load_probe(cfg: ForgettingConfig) -> Probe:
 def score(model: Any, tokenizer: Any, probe: Probe, batch_size: int = 8) -> ProbeScore:
     # Choices scored by their own text, not by letter: small models cannot map letters to answers
     # (SmolLM2-135M: 25.5% lettered, chance; 59.1% by choice text), and a probe at chance cannot show a drop.
-    accuracy = multiple_choice(model, tokenizer, probe.mc, batch_size=batch_size, style="choice_text").accuracy
+    mc = multiple_choice(model, tokenizer, probe.mc, batch_size=batch_size, style="choice_text")
     ppl = perplexity(model, tokenizer, probe.texts, batch_size=batch_size)["perplexity"]
-    return ProbeScore(accuracy, ppl, len(probe.mc), len(probe.texts))
+    return ProbeScore(mc.accuracy, ppl, len(probe.mc), len(probe.texts), answers(mc.chosen, probe.mc))
 
 
 def evaluator(tokenizer: Any, probe: Probe):
@@ -72,6 +78,9 @@ def compare(base: ProbeScore, after: ProbeScore, cfg: ForgettingConfig) -> dict[
         "accuracy_points": 100 * (after.accuracy - base.accuracy),
         "perplexity_ratio": after.perplexity / base.perplexity,
     }
+    if base.right and len(base.right) == len(after.right):  # the same questions: a paired interval of the change
+        low, high = mean_interval([float(a) - float(b) for b, a in zip(base.right, after.right, strict=True)])
+        delta["accuracy_points_ci95"] = [100 * low, 100 * high]
     exceeded = []
     if cfg.max_drop is not None and -delta["accuracy_points"] > cfg.max_drop:
         exceeded.append(
@@ -87,9 +96,11 @@ def compare(base: ProbeScore, after: ProbeScore, cfg: ForgettingConfig) -> dict[
 
 def summary(report: dict[str, Any]) -> str:
     base, after, delta = report["base"], report["after"], report["delta"]
+    interval = delta.get("accuracy_points_ci95")
+    spread = f", 95% CI {interval[0]:+.1f} to {interval[1]:+.1f}" if interval else ""
     return (
         f"forgetting: probe accuracy {100 * base['accuracy']:.1f}% → {100 * after['accuracy']:.1f}% "
-        f"({delta['accuracy_points']:+.1f} points, {base['questions']} questions); perplexity "
+        f"({delta['accuracy_points']:+.1f} points{spread}, {base['questions']} questions); perplexity "
         f"{base['perplexity']:.2f} → {after['perplexity']:.2f} ({delta['perplexity_ratio']:.2f}x)"
     )
 

@@ -154,7 +154,9 @@ def load_run(path: str, device: str | None, dtype: str | None, merge: bool, trus
 
 
 def adapter_name(cfg: RunConfig, path: str) -> str:
-    return getattr(cfg.method, "adapter_name", None) or Path(path).resolve().name
+    """method.adapter_name, else the run directory's name with each "." as "_": peft keeps adapters in module
+    dicts, whose keys cannot hold a dot (runs/lr-1.5e-4 is served as lr-1_5e-4)."""
+    return getattr(cfg.method, "adapter_name", None) or Path(path).resolve().name.replace(".", "_")
 
 
 def run_tokenizer(run: artifacts.CompletedRun, cfg: RunConfig) -> Any:

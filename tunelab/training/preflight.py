@@ -19,6 +19,7 @@ from tunelab.data import preference
 from tunelab.errors import ConfigError, TunelabError
 from tunelab.evaluation import during_training, rewards
 from tunelab.evaluation.metrics import unknown_metrics
+from tunelab.training import anchor
 
 # Keys a resumed run may change: extending training is the usual reason to resume with edits.
 RESUMABLE_CHANGES = {("train", "max_steps"), ("train", "num_train_epochs")}
@@ -26,7 +27,7 @@ RESUMABLE_CHANGES = {("train", "max_steps"), ("train", "num_train_epochs")}
 
 def preflight(cfg: RunConfig, resume: bool = False) -> data.RowSet:
     problems = check_device(cfg) + check_packages(cfg) + check_training(cfg) + check_objective(cfg)
-    problems += check_new_tokens(cfg)
+    problems += check_new_tokens(cfg) + check_anchor(cfg)
     problems += check_output_dir(cfg, resume)
     if problems:
         raise ConfigError(f"{len(problems)} problem(s) found before loading the model", problems)
@@ -59,6 +60,24 @@ def check_new_tokens(cfg: RunConfig) -> list[str]:
         task = models.resolve_task(cfg.model)
         if task != "causal_lm":
             problems.append(f"data.new_tokens is for text generators (causal_lm); model.task resolves to {task}")
+    return problems
+
+
+def check_anchor(cfg: RunConfig) -> list[str]:
+    """forgetting.l2_to_base and merge_back need a plain change to the base (tunelab.training.anchor)."""
+    f = cfg.forgetting
+    asked = [name for name, value in (("l2_to_base", f.l2_to_base), ("merge_back", f.merge_back)) if value]
+    if not asked:
+        return []
+    problems = []
+    why = anchor.check(cfg.method.name, bool(getattr(cfg.method, "use_dora", False)))
+    if why:
+        problems.append(f"forgetting.{' and '.join(asked)}: {why}")
+    if f.l2_to_base and cfg.objective.name != "sft":
+        problems.append(
+            f"forgetting.l2_to_base with objective {cfg.objective.name}: sft only; the preference objectives keep "
+            "the model near its start through their reference model"
+        )
     return problems
 
 

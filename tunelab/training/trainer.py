@@ -31,6 +31,7 @@ from tunelab.errors import ConfigError, TrainingDivergedError
 from tunelab.evaluation import during_training, forgetting
 from tunelab.models.tasks import CAUSAL_LM, CLASSIFIER, SEQ2SEQ, model_task
 from tunelab.training import activation_checkpointing, padding_free
+from tunelab.training.anchor import BaseAnchor
 from tunelab.training.loss import supports_sparse_head, trained_positions_loss
 from tunelab.training.progress import LiveProgress
 
@@ -60,6 +61,7 @@ class TunelabTrainer(FiniteLoss, Trainer):
     - with `packed`, batches come padding-free (tunelab.training.padding_free) and `attention()` gives the
       attention they need; the caller runs train/evaluate inside it.
     - evaluations add the configured extra metrics (generation, retention probe).
+    - with an `anchor`, the training loss adds the weights' squared distance from the base (L2-SP).
     """
 
     def __init__(
@@ -69,9 +71,13 @@ class TunelabTrainer(FiniteLoss, Trainer):
         loss_chunk_tokens: int = 256,
         packed: bool = False,
         extra_evals: tuple = (),
+        anchor: BaseAnchor | None = None,
+        anchor_weight: float = 0.0,
         **kwargs: Any,
     ):
         super().__init__(*args, **kwargs)
+        self.anchor = anchor  # forgetting.l2_to_base: the loss adds anchor_weight x the distance from the base
+        self.anchor_weight = anchor_weight
         self.sparse_head = sparse_head
         self.loss_chunk_tokens = loss_chunk_tokens
         self.packed = packed
@@ -81,6 +87,14 @@ class TunelabTrainer(FiniteLoss, Trainer):
             self.loss_is_scaled_for_ga = True
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss = self.task_loss(model, inputs, return_outputs, num_items_in_batch)
+        if self.anchor is None or not model.training:
+            return loss
+        # forgetting.l2_to_base, once per optimizer step: the task loss of each micro-batch is already a share.
+        penalty = self.anchor_weight * self.anchor.squared_distance(model) / self.current_gradient_accumulation_steps
+        return (loss[0] + penalty, *loss[1:]) if return_outputs else loss + penalty
+
+    def task_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if not self.sparse_head or return_outputs or not model.training:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         if num_items_in_batch is None:
@@ -235,6 +249,7 @@ def build(
     checkpointing: str,
     callbacks=(),
     probe=None,
+    anchor: BaseAnchor | None = None,
 ) -> Trainer:
     """The trainer for this run: model, data (BuiltData), collator, arguments, callbacks, extra evaluations.
     `checkpointing` (off, selective, full) is decided above, by the planner (tunelab.planning.checkpointing_mode)."""
@@ -256,6 +271,8 @@ def build(
         loss_chunk_tokens=cfg.train.loss_chunk_tokens,
         packed=packed,
         extra_evals=() if classifier else extra_evaluations(cfg, tokenizer, data, probe),
+        anchor=anchor if cfg.forgetting.l2_to_base else None,
+        anchor_weight=cfg.forgetting.l2_to_base,
     )
     trainer.remove_callback(PrinterCallback)  # LiveProgress prints the logs
     return trainer
