@@ -157,3 +157,19 @@ def test_few_shot_examples_come_from_the_examples_own_task(tmp_path, tiny_model_
     assert set(shots) == {"words", "colours"}
     assert all("Classify" in shot[0]["content"] for shot in shots["colours"])
     assert all(shot[0]["role"] == "system" and "secret word" in shot[1]["content"] for shot in shots["words"])
+
+
+def test_few_shot_examples_never_come_from_replayed_general_rows(tmp_path, tiny_model_dir):
+    from tunelab.evaluation.arms import few_shot_examples
+    from tunelab.inference.loading import load_for_inference
+
+    rows = memorizable_rows(6)
+    train_file = write_jsonl(tmp_path / "train.jsonl", rows)
+    path = write_config(tmp_path, tiny_model_dir, data={"train": str(train_file), "replay_fraction": 0.5})
+    cfg = config.load(path)
+    assert data.preflight(cfg).replayed == 6  # half of the rows general: enough to be drawn if they could be
+    examples = data.read_eval_examples(train_file, cfg)
+    shots, mean_used = few_shot_examples(cfg, load_for_inference(str(tiny_model_dir)), examples[:1], k=12)
+    own = {text for r in rows for text in (r["prompt"], r["completion"])}
+    turns = [m["content"] for m in shots[0].messages[:-1] if m["role"] != "system"]
+    assert mean_used == 6 and len(turns) == 12 and set(turns) <= own

@@ -3,13 +3,13 @@
     .venv/bin/python examples/forgetting/measure.py                  # every variant; ~10 min each on 2 cores
     .venv/bin/python examples/forgetting/measure.py --only baseline replay-0.2 --shares 0.2 0.3 0.5
 
-Each variant is `configs/demo.yaml` with a few settings changed, trained into `runs/forgetting/<variant>` (a
-finished one is read back, so the script resumes where it stopped). Each is then scored on the demo's test set
-(field accuracy, exact match) and the retention probe (accuracy, perplexity; the drop with a paired 95% interval
-over the questions, against the base scored in the same process). `--shares`
-also scores each LoRA variant merged that share of the way back to the base (forgetting.merge_back), without
-retraining: the same adapter with B scaled, probe and test set scored again. Results: `runs/forgetting/
-results.json` (every variant and share measured so far) and `results.md`.
+Each variant is `configs/demo.yaml` without its mitigation (UNMITIGATED) and with a few settings changed, trained
+into `runs/forgetting/<variant>` (a finished one is read back, so the script resumes where it stopped). Each is then
+scored on the demo's test set (field accuracy, exact match) and on the retention probe (accuracy, perplexity; the drop
+with a paired 95% interval over the questions, against the base scored in the same process). `--shares` also scores
+each LoRA variant merged that share of the way back to the base (forgetting.merge_back) without retraining: the same
+adapter with B scaled, probe and test set scored again. Results: `runs/forgetting/results.json` (every variant and
+share measured so far) and `results.md`.
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ from tunelab.training.anchor import lora_pairs
 ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "runs/forgetting"
 ATTENTION = ["q_proj", "k_proj", "v_proj", "o_proj"]
+# The demo as it was before its default mitigation (data.replay_fraction: 0.2, chosen from these measurements).
+UNMITIGATED = {"data.replay_fraction": 0.0, "forgetting.l2_to_base": 0.0, "forgetting.merge_back": 0.0}
 VARIANTS: dict[str, dict[str, Any]] = {
     "baseline": {},
     "replay-0.2": {"data.replay_fraction": 0.2},
@@ -44,7 +46,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
 
 def measure(name: str, shares: list[float]) -> list[dict[str, Any]]:
     """Train (or read back) one variant, then score it as trained and merged back by each share."""
-    cfg = with_settings(config.load(ROOT / "configs/demo.yaml"), VARIANTS[name])
+    cfg = with_settings(config.load(ROOT / "configs/demo.yaml"), UNMITIGATED | VARIANTS[name])
     cfg = with_settings(cfg, {"train.output_dir": str(OUT / name)})
     started = time.perf_counter()
     run_or_resume(cfg)
@@ -75,7 +77,7 @@ def scale_lora(model, starts: list, keep: float) -> None:
 def row(name: str, share: float, scores: dict, report: dict, metrics: dict, seconds: float) -> dict[str, Any]:
     return {
         "variant": name,
-        "merge_back": share,
+        "merge_back": round(share, 3),
         "field_accuracy": 100 * scores["field_accuracy"],
         "exact_match": 100 * scores["exact_match"],
         "probe_accuracy": 100 * report["after"]["accuracy"],
@@ -116,6 +118,7 @@ def main() -> None:
         fresh = measure(name, args.shares)
         done = {(r["variant"], r["merge_back"]) for r in fresh}
         results = [r for r in results if (r["variant"], r["merge_back"]) not in done] + fresh
+        results.sort(key=lambda r: (list(VARIANTS).index(r["variant"]), r["merge_back"]))
         path.write_text(json.dumps(results, indent=1))
         (OUT / "results.md").write_text(table(results))
     print(table(results))

@@ -44,6 +44,11 @@ class RowSet:
     problems: list[Problem] = field(default_factory=list)
     tasks: list[TaskMix] = field(default_factory=list)  # several tasks: what the training mix holds of each
 
+    @property
+    def own_train(self) -> list[Row]:
+        """The user's training rows, without the general rows replay added (they come last)."""
+        return self.train[: len(self.train) - self.replayed]
+
 
 def preflight(cfg: RunConfig) -> RowSet:
     """Read + parse + field/type/role/label/duplicate checks, val_size split; no tokenizer. Raises DataError

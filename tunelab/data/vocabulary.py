@@ -179,7 +179,7 @@ def words(text: str) -> list[str]:
 def training_texts(rows: RowSet) -> list[str]:
     """The text of every message of the user's training rows (general rows mixed in by data.replay_fraction left
     out: they come last)."""
-    own = rows.train[: len(rows.train) - rows.replayed]
+    own = rows.own_train
     return [m["content"] for row in own for m in row.messages if isinstance(m.get("content"), str) and m["content"]]
 
 

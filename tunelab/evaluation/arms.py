@@ -30,7 +30,7 @@ def few_shot_examples(cfg: RunConfig, loaded: Loaded, examples: list[Any], k: in
     """Each test example with up to k training examples (of its own task, when there are several) before it as
     earlier turns, fewer when the prompt would not leave room for the answer within the model's context window;
     and the mean shots used."""
-    shots_of = task_shots(data.preflight(cfg).train, k, cfg.train.seed)
+    shots_of = task_shots(data.preflight(cfg).own_train, k, cfg.train.seed)  # never replay's general rows
     budget = context_window(loaded.model) - cfg.eval.max_new_tokens
     out, used = [], []
     for example in examples:
