@@ -9,6 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from tunelab import config, data
+from tunelab.data.replay import replay_count
 from tunelab.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,11 +38,13 @@ def test_shipped_config_validates_and_its_data_passes_preflight(path, monkeypatc
         return
     records = [json.loads(line) for line in Path(cfg.data.train).read_text().splitlines() if line.strip()]
     assert rows.format == cfg.data.format and rows.rows_read == len(records) and not rows.skipped
-    # Every line became exactly one row, on one side of the val_size split (the shipped data repeats no row).
-    assert sorted(row.line for row in rows.train + rows.validation) == list(range(1, len(records) + 1))
+    # Every line became exactly one row, on one side of the val_size split (the shipped data repeats no row); the
+    # general rows replay adds (data.replay_fraction) come after them.
+    assert sorted(row.line for row in rows.own_train + rows.validation) == list(range(1, len(records) + 1))
+    assert rows.replayed == replay_count(cfg.data.replay_fraction, len(rows.own_train))
     share = cfg.data.val_size or 0  # a share of the rows, or (>= 1) a count; none: cv makes its own folds
     assert rows.repeats == 0 and len(rows.validation) == (int(share) if share >= 1 else round(share * len(records)))
-    for row in rows.train + rows.validation:
+    for row in rows.own_train + rows.validation:
         record = records[row.line - 1]
         if "messages" in record:  # chat rows (the judge's verdicts) are read as they are
             assert row.messages == record["messages"], row.where

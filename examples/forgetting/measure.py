@@ -92,18 +92,23 @@ def row(name: str, share: float, scores: dict, report: dict, metrics: dict, seco
 
 def table(results: list[dict[str, Any]]) -> str:
     lines = [
-        "| variant | merge back | field accuracy | exact match | probe accuracy | probe drop, points (95% CI) "
-        "| perplexity | steps | train min |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| variant (`configs/demo.yaml` plus) | merge back | field accuracy | exact match | probe accuracy "
+        "| probe drop, points (95% CI) | perplexity | steps |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
-        drop_low, drop_high = r.get("probe_drop_ci95", [float("nan")] * 2)
+        low, high = r.get("probe_drop_ci95", [float("nan")] * 2)
+        settings = ", ".join(f"`{k}: {shown(v)}`" for k, v in VARIANTS[r["variant"]].items()) or "nothing"
         lines.append(
-            f"| {r['variant']} | {r['merge_back']:.1f} | {r['field_accuracy']:.1f}% | {r['exact_match']:.1f}% | "
-            f"{r['probe_accuracy']:.1f}% | {r['probe_drop_points']:.1f} ({drop_low:.1f} to {drop_high:.1f}) | "
-            f"{r['perplexity_ratio']:.2f}x | {r.get('steps', '')} | {r['train_minutes']:.1f} |"
+            f"| {settings} | {r['merge_back']:g} | {r['field_accuracy']:.1f}% | {r['exact_match']:.1f}% | "
+            f"{r['probe_accuracy']:.1f}% | {r['probe_drop_points']:.1f} ({low + 0:.1f} to {high + 0:.1f}) | "
+            f"{r['perplexity_ratio']:.2f}x | {r.get('steps', '')} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def shown(value: Any) -> str:
+    return f"[{', '.join(map(str, value))}]" if isinstance(value, list) else str(value)
 
 
 def main() -> None:
