@@ -92,7 +92,7 @@ def row(name: str, share: float, scores: dict, report: dict, metrics: dict, seco
 
 def table(results: list[dict[str, Any]]) -> str:
     lines = [
-        "| variant (`configs/demo.yaml` plus) | merge back | field accuracy | exact match | probe accuracy "
+        "| variant (the demo without replay, plus) | merge back | field accuracy | exact match | probe accuracy "
         "| probe drop, points (95% CI) | perplexity | steps |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
