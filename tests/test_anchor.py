@@ -128,3 +128,20 @@ def test_a_method_without_a_plain_change_is_refused_before_loading(
 def test_merge_back_of_one_or_more_is_a_config_error(tmp_path, tiny_model_dir):
     with pytest.raises(ConfigError, match="forgetting.merge_back"):
         run_config(tmp_path, tiny_model_dir, "forgetting.merge_back=1")
+
+
+def test_the_penalty_counts_once_per_optimizer_step_with_gradient_accumulation(tmp_path, tiny_model_dir):
+    def trained(folder: str, batch: int, accumulation: int) -> dict[str, torch.Tensor]:
+        cfg = run_config(
+            tmp_path / folder,
+            tiny_model_dir,
+            "forgetting.l2_to_base=10",
+            f"train.per_device_train_batch_size={batch}",
+            f"train.gradient_accumulation_steps={accumulation}",
+            method={"name": "lora", "r": 4, "dropout": 0.0},
+        )
+        return load_file(train.run(cfg).artifact_dir / "adapter_model.safetensors")
+
+    whole, accumulated = trained("whole", 4, 1), trained("accumulated", 2, 2)
+    for name, weight in whole.items():
+        torch.testing.assert_close(accumulated[name], weight, rtol=1e-4, atol=1e-5)

@@ -90,9 +90,20 @@ class TunelabTrainer(FiniteLoss, Trainer):
         loss = self.task_loss(model, inputs, return_outputs, num_items_in_batch)
         if self.anchor is None or not model.training:
             return loss
-        # forgetting.l2_to_base, once per optimizer step: the task loss of each micro-batch is already a share.
-        penalty = self.anchor_weight * self.anchor.squared_distance(model) / self.current_gradient_accumulation_steps
+        # forgetting.l2_to_base, once per optimizer step over its micro-batches: a share of it in each, unless
+        # Trainer.training_step divides the whole loss by the accumulation steps itself.
+        penalty = self.anchor_weight * self.anchor.squared_distance(model)
+        if not self.trainer_divides_loss(num_items_in_batch):
+            penalty = penalty / self.current_gradient_accumulation_steps
         return (loss[0] + penalty, *loss[1:]) if return_outputs else loss + penalty
+
+    def trainer_divides_loss(self, num_items_in_batch) -> bool:
+        """Whether Trainer.training_step divides compute_loss's result by the accumulation steps (transformers 5:
+        unless the loss was already normalized by the batch's token count, by us, the model or compute_loss_func)."""
+        if self.loss_is_scaled_for_ga is not None:
+            return not self.loss_is_scaled_for_ga
+        by_tokens = self.model_accepts_loss_kwargs and num_items_in_batch is not None
+        return not (by_tokens or self.compute_loss_func is not None)
 
     def task_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if not self.sparse_head or return_outputs or not model.training:
