@@ -1,6 +1,6 @@
 """The fine-tune's distance from the base model, and moving it back: two mitigations of forgetting.
 
-    anchor = BaseAnchor.of(model, method_name)  # after the method is applied, before the first step
+    anchor = BaseAnchor.of(model)  # after the method is applied, before the first step
     loss = loss + weight * anchor.squared_distance(model)  # forgetting.l2_to_base: L2-SP
     anchor.move_back(model, 0.3)  # forgetting.merge_back: weights = base + 0.7 x (fine-tuned - base)
 
