@@ -99,20 +99,29 @@ def child_env() -> dict[str, str]:
 
 def test_ctrl_c_during_training_exits_130_and_leaves_the_run_incomplete(tmp_path, tiny_model_dir):
     cfg = write_config(tmp_path, tiny_model_dir, train={"max_steps": 100_000, "save_steps": 100_000})
-    child = subprocess.Popen(
-        [str(TUNELAB), "train", str(cfg), "forgetting.enabled=false"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=child_env(),
-    )
+    log = tmp_path / "stderr.txt"
+    # stderr to a file, not a pipe: nothing the child writes can block it while the test waits. PYTHONFAULTHANDLER:
+    # should it hang, SIGABRT makes it print every thread's stack into that file, so the failure says where.
+    with log.open("w") as stderr_file:
+        child = subprocess.Popen(
+            [str(TUNELAB), "train", str(cfg), "forgetting.enabled=false"],
+            stdout=subprocess.DEVNULL,
+            stderr=stderr_file,
+            env={**child_env(), "PYTHONFAULTHANDLER": "1"},
+        )
     deadline = time.monotonic() + 240
     while not (tmp_path / "run" / "config.yaml").is_file():  # written once training is about to start
-        assert child.poll() is None and time.monotonic() < deadline, child.communicate()[1][-3000:]
+        assert child.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
         time.sleep(0.2)
     time.sleep(3)  # inside the training loop
     child.send_signal(signal.SIGINT)
-    _, stderr = child.communicate(timeout=120)
+    try:
+        child.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        child.send_signal(signal.SIGABRT)
+        child.wait(timeout=30)
+        raise AssertionError("no exit within 120 s of Ctrl-C; its stacks:\n" + log.read_text()[-6000:]) from None
+    stderr = log.read_text()
     assert child.returncode == 130, stderr[-3000:]
     assert "interrupted" in stderr and "Traceback" not in stderr
     assert not (tmp_path / "run" / "COMPLETE").exists()
