@@ -491,3 +491,102 @@ def test_grpo_counts_its_groups_and_their_generation_cache(tmp_path, tiny_model_
     by_label = {r.label: r.memory for r in kl.rows}
     assert by_label["full"].objective == lora.objective + by_label["full"].weights
     assert by_label["lora"].objective == lora.objective
+
+
+# ------------------------------------------------------------------ several processes (--nproc)
+
+
+def test_per_process_memory_by_hand():
+    from tunelab.planning import distributed
+
+    layout = hand_layout(largest_block_bytes=9000, outside_blocks_bytes=22_000)
+    one = estimate.estimate_memory(layout, hand_stats(), compute_bytes=2, device_type="cpu")
+    factor = estimate.ALLOCATOR_FACTOR["cpu"][2]
+    ddp, fsdp, zero2, zero3 = (
+        distributed.process_memory(one, layout, name, nproc=2, factor=factor) for name in distributed.SHARDED
+    )
+    # ddp: one process's whole account, plus the buckets (a flat copy of the 4000 B of trainable gradients)
+    assert ddp.total == one.total + 4000 and ddp.step_transient == one.step_transient
+    # fsdp: weights 40,000 and AdamW 8000 halved, plus the root unit and two layers whole
+    assert (fsdp.weights, fsdp.optimizer, fsdp.gradients, fsdp.buckets) == (20_000, 4000, 2000, 0)
+    assert fsdp.gathered == 22_000 + 2 * 9000
+    assert fsdp.total == one.total - 20_000 - 4000 + 40_000
+    assert (zero2.weights, zero2.optimizer, zero2.gathered) == (40_000, 4000, 0)
+    assert zero3 == fsdp
+
+
+def test_time_with_processes_on_gpus_and_on_one_shared_machine():
+    from tunelab.planning import distributed
+
+    layout = hand_layout()
+    one = estimate.estimate_memory(layout, hand_stats(), compute_bytes=2, device_type="cuda")
+    gpus = distributed.Processes(4, "ddp", share_machine=False, gradient_accumulation=1, steps_per_epoch=2)
+    on_gpus = distributed.process_plan(one, layout, 100.0, gpus, factor=1.0)
+    assert (on_gpus.seconds_per_epoch, on_gpus.seconds_per_step) == (25.0, 12.5)
+    assert gpus.needed(on_gpus.memory["ddp"].total) == on_gpus.memory["ddp"].total  # a GPU each
+    cpu = distributed.Processes(4, "ddp", share_machine=True, gradient_accumulation=1, steps_per_epoch=2)
+    shared = distributed.process_plan(one, layout, 100.0, cpu, factor=1.0)
+    assert shared.seconds_per_epoch == 100.0  # the cores are shared: no faster
+    assert cpu.needed(shared.memory["ddp"].total) == 4 * shared.memory["ddp"].total  # and the RAM
+
+
+def test_layout_splits_the_weights_into_layers_and_the_root_unit(tiny_model_dir):
+    full = layout(tiny_model_dir, "full")
+    cfg = tiny_hf_config(tiny_model_dir)
+    assert full.outside_blocks_bytes == 4 * (cfg.vocab_size * 32 + 32)  # tied embeddings and the final norm, fp32
+    assert full.outside_blocks_bytes + 2 * full.largest_block_bytes == full.weight_bytes  # two equal layers
+    lora = layout(tiny_model_dir, "lora")
+    assert lora.largest_block_bytes > full.largest_block_bytes / 2  # bf16 base + fp32 adapters
+
+
+def test_two_processes_per_strategy(tmp_path, tiny_model_dir, machine_cache):
+    path = write_config(tmp_path, tiny_model_dir)
+    one = planner.plan(config.load(path))
+    two = planner.plan(config.load(path), nproc=2)
+    assert one.processes is None and two.processes.nproc == 2 and two.processes.strategy == "ddp"
+    assert (one.tokens.steps_per_epoch, two.processes.steps_per_epoch) == (2, 1)  # 8 rows, batches of 4 x 2
+    for single, row in zip(one.rows, two.rows, strict=True):
+        assert row.memory == single.memory  # the one-process figures stay as they are
+        if row.per_process is None:
+            continue
+        ddp, fsdp = row.per_process.memory["ddp"], row.per_process.memory["fsdp"]
+        assert ddp.total >= single.memory.total, row.label
+        assert fsdp.weights + fsdp.optimizer == pytest.approx(
+            (single.memory.weights + single.memory.optimizer) / 2, abs=2
+        ), row.label
+    full = {row.label: row for row in two.rows}["full"].per_process.memory
+    assert full["fsdp"].total < full["ddp"].total
+    assert full["ddp"].total == {row.label: row for row in one.rows}["full"].memory.total + full["ddp"].buckets
+    assert any("share this machine's RAM" in note for note in two.notes)
+
+
+def test_nproc_must_be_at_least_one(tmp_path, tiny_model_dir):
+    cfg = write_config(tmp_path, tiny_model_dir)
+    result = run_cli(["plan", str(cfg), "--nproc", "0"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "--nproc" in result.output and len(result.output.strip().splitlines()) == 1
+    with pytest.raises(ValueError, match="nproc"):
+        planner.plan(config.load(cfg), nproc=0)
+
+
+def test_plan_json_and_table_with_processes_mark_the_configured_strategy(
+    tmp_path, tiny_model_dir, machine_cache, monkeypatch
+):
+    monkeypatch.setenv("COLUMNS", "250")
+    cfg = str(write_config(tmp_path, tiny_model_dir, method="full"))
+    one = json.loads(run_cli(["plan", cfg, "--json"]).stdout)
+    assert "nproc" not in one and all("per_process" not in row for row in one["methods"])
+    result = run_cli(
+        ["plan", cfg, "distributed.strategy=deepspeed", "distributed.zero_stage=3", "--nproc", "2", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.stdout)
+    assert (plan["nproc"], plan["strategy"], plan["steps_per_epoch_per_process"]) == (2, "zero3", 1)
+    full = {row["label"]: row for row in plan["methods"]}["full"]["per_process"]
+    assert set(full["memory_bytes"]) == set(full["fits"]) == {"ddp", "fsdp", "zero2", "zero3"}
+    assert full["memory_bytes"]["ddp"]["buckets"] == full["memory_bytes"]["ddp"]["gradients"] > 0
+    assert full["seconds_per_epoch"] > 0 and plan["assumptions"]
+    table = run_cli(["plan", cfg, "distributed.strategy=fsdp", "--nproc", "2"])
+    assert table.exit_code == 0, table.output
+    assert "fsdp (configured)" in table.output and "per process, 2 processes" in table.output
+    assert "no communication time" in table.output

@@ -2,6 +2,7 @@
 
     tunelab plan configs/lora.yaml train.per_device_train_batch_size=16
     tunelab plan configs/lora.yaml --json
+    tunelab plan configs/lora.yaml --nproc 2       # per process under ddp, fsdp, DeepSpeed ZeRO-2/3
 
     from tunelab import config, planning
     result = planning.plan(config.load("configs/lora.yaml"))
@@ -11,7 +12,8 @@ Modules: shape (the model's config and each method applied to a weightless meta-
 parameter counts, weight bytes), activations (bytes saved for backward per token), tokens (token
 lengths of the data), estimate (memory and time arithmetic, calibration constants), machine (matmul rate,
 available memory), recommend (the rule), planner (the orchestration), report (table and JSON), checkpointing
-(the mode a run uses when train.activation_checkpointing is auto).
+(the mode a run uses when train.activation_checkpointing is auto), distributed (with N processes: each one's
+memory by strategy, the epoch's time).
 The figures and their calibration against measured runs: docs/planning.md.
 """
 

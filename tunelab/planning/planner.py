@@ -3,10 +3,11 @@
     from tunelab import config, planning
     result = planning.plan(config.load("configs/lora.yaml"))
     result.recommendation.label, [row.label for row in result.rows]
+    result = planning.plan(config.load("configs/lora.yaml"), nproc=2)   # also per process, by strategy
 
 Steps: the model's config (no weights) → token lengths of the data → per method, the method applied to a
 meta-device model (exact counts) → memory and time arithmetic (estimate.py) → the recommendation rule
-(recommend.py).
+(recommend.py). With N processes, each method's memory per process by strategy and its time (distributed.py).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from tunelab import methods, models
 from tunelab.config import RunConfig
 from tunelab.config.methods import METHOD_MODELS, LoraOptions
 from tunelab.errors import ConfigError, TunelabError
-from tunelab.planning import estimate, machine, objectives, recommend
+from tunelab.planning import distributed, estimate, machine, objectives, recommend
 from tunelab.planning.shape import Layout, method_layout, model_config
 from tunelab.planning.tokens import TokenStats, assumed_stats, token_stats
 from tunelab.training.preflight import PREFERENCE_METHODS
@@ -41,6 +42,7 @@ class MethodPlan:
     seconds_per_epoch: float | None = None
     seconds_per_step: float | None = None
     unavailable: str | None = None  # why the method cannot run here
+    per_process: distributed.ProcessPlan | None = None  # with N > 1 processes
 
 
 @dataclass(frozen=True)
@@ -56,10 +58,14 @@ class Plan:
     rows: list[MethodPlan]
     recommendation: recommend.Recommendation
     notes: list[str] = field(default_factory=list)
+    processes: distributed.Processes | None = None  # None: one process
 
 
-def plan(cfg: RunConfig) -> Plan:
-    """Estimate every method for this config on this machine and recommend one (see recommend.py)."""
+def plan(cfg: RunConfig, nproc: int = 1) -> Plan:
+    """Estimate every method for this config on this machine and recommend one (see recommend.py); with
+    `nproc` > 1, also per process under each distributed strategy, and recommend by the configured one."""
+    if nproc < 1:
+        raise ValueError(f"nproc must be at least 1, not {nproc}")
     device = models.pick_device(cfg.model.device)
     compute_dtype = models.pick_dtype(cfg.model.dtype, device)
     hf_config = causal_lm_config(cfg)
@@ -68,9 +74,10 @@ def plan(cfg: RunConfig) -> Plan:
     checkpointing = cfg.train.activation_checkpointing  # `auto` is planned as off: on only if the run does not fit
     checkpointing = checkpointing if checkpointing in ("selective", "full") else "off"
     rate = machine.matmul_rate(device, compute_dtype)
-    setting = run_setting(cfg, hf_config, stats, device, compute_dtype, checkpointing, rate)
+    spread = distributed.processes(cfg, stats, nproc, device.type) if nproc > 1 else None
+    setting = run_setting(cfg, hf_config, stats, device, compute_dtype, checkpointing, rate, spread)
     rows = [plan_method(label, method_cfg, setting) for label, method_cfg in method_configs(cfg.method)]
-    candidates = [recommend.Candidate(r.label, _total(r), r.seconds_per_epoch) for r in rows]
+    candidates = [candidate(row, spread) for row in rows]
     return Plan(
         model=cfg.model.name,
         device=device.type,
@@ -82,8 +89,17 @@ def plan(cfg: RunConfig) -> Plan:
         configured=configured_label(cfg.method),
         rows=rows,
         recommendation=recommend.recommend(candidates, available),
-        notes=notes(stats, device, setting.checkpointing) + objectives.notes(cfg),
+        notes=notes(stats, device, setting.checkpointing) + objectives.notes(cfg) + process_notes(spread, device),
+        processes=spread,
     )
+
+
+def candidate(row: MethodPlan, spread: distributed.Processes | None) -> recommend.Candidate:
+    """With N processes a method is judged by the configured strategy's memory and the time with N."""
+    if spread is None or row.per_process is None:
+        return recommend.Candidate(row.label, _total(row), row.seconds_per_epoch)
+    needed = spread.needed(row.per_process.memory[spread.strategy].total)
+    return recommend.Candidate(row.label, needed, row.per_process.seconds_per_epoch)
 
 
 def configured_memory(
@@ -150,6 +166,19 @@ def notes(stats: TokenStats, device: torch.device, checkpointing: str) -> list[s
     return out
 
 
+def process_notes(spread: distributed.Processes | None, device: torch.device) -> list[str]:
+    if spread is None:
+        return []
+    if spread.share_machine:
+        return [
+            f"the {spread.nproc} processes share this machine's RAM and cores: fits? counts {spread.nproc} x the "
+            "per-process memory, and an epoch takes as long as with one process"
+        ]
+    return [
+        f"each of the {spread.nproc} processes is taken to have a GPU like this one ({device}): as much free, as fast"
+    ]
+
+
 def data_tokens(cfg: RunConfig) -> TokenStats:
     try:
         tokenizer = models.load_tokenizer(cfg.model)
@@ -192,6 +221,7 @@ class Setting:
     device: torch.device
     rate: float  # matmul FLOP/s
     cfg: RunConfig | None = None  # the run's objective and batch sizes (tunelab.planning.objectives)
+    processes: distributed.Processes | None = None  # None: one process
 
 
 def run_setting(
@@ -202,6 +232,7 @@ def run_setting(
     dtype: torch.dtype,
     checkpointing: str,
     rate: float,
+    processes: distributed.Processes | None = None,
 ) -> Setting:
     return Setting(
         hf_config=hf_config,
@@ -215,6 +246,7 @@ def run_setting(
         device=device,
         rate=rate,
         cfg=cfg,
+        processes=processes,
     )
 
 
@@ -233,14 +265,20 @@ def plan_method(label: str, method_cfg: Any, setting: Setting) -> MethodPlan:
         else 0
     )
     memory = estimate.estimate_memory(layout, stats, compute_bytes, setting.device.type, setting.eval_positions, extra)
+    seconds_per_epoch = estimate.epoch_seconds(layout, stats, setting.rate, compute_bytes)
+    per_process = None
+    if setting.processes is not None:
+        factor = estimate.allocator_factor(setting.device.type, compute_bytes)
+        per_process = distributed.process_plan(memory, layout, seconds_per_epoch, setting.processes, factor)
     return MethodPlan(
         label,
         options,
         trainable=layout.trainable,
         total=layout.total,
         memory=memory,
-        seconds_per_epoch=estimate.epoch_seconds(layout, stats, setting.rate, compute_bytes),
+        seconds_per_epoch=seconds_per_epoch,
         seconds_per_step=estimate.step_seconds(layout, stats, setting.rate, compute_bytes),
+        per_process=per_process,
     )
 
 

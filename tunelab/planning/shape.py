@@ -86,6 +86,8 @@ class Layout:
     checkpointing: str = "off"  # train.activation_checkpointing: off, selective or full
     selective_saved_bytes_per_token: int = 0  # what the blocks keep under selective checkpointing, all blocks
     residual_bytes: int = 4  # bytes per element of the residual stream (a checkpointed block's kept input)
+    largest_block_bytes: int = 0  # the biggest block's weights: what FSDP gathers for one decoder layer
+    outside_blocks_bytes: int = 0  # weights outside the blocks (embeddings, final norm, LM head, soft prompts)
 
 
 def method_layout(hf_config: Any, method_name: str, method_cfg: Any, compute_dtype: torch.dtype) -> Layout:
@@ -123,14 +125,9 @@ def read_layout(
     inner = unwrap(model)
     trainable, total = count_parameters(model)
     quantized_weights = {id(m.weight): m for m in inner.modules() if id(m) in quantized}
-    weight_bytes = trainable_bytes = 0.0
-    for p in {id(p): p for p in model.parameters()}.values():
-        if id(p) in quantized_weights:
-            weight_bytes += quantized_bytes(quantized_weights[id(p)], method_cfg)
-            continue
-        weight_bytes += p.numel() * p.element_size()
-        trainable_bytes += p.numel() * p.element_size() if p.requires_grad else 0
+    weight_bytes, trainable_bytes = held_bytes(model.parameters(), quantized_weights, method_cfg)
     blocks = list(transformer_blocks(inner))
+    block_bytes = [held_bytes(block.parameters(), quantized_weights, method_cfg)[0] for block in blocks]
     first = first_block_on_grad_path(model, inner, blocks)
     path = blocks[first:]
     a = torch.finfo(compute_dtype).bits // 8
@@ -142,8 +139,8 @@ def read_layout(
     return Layout(
         trainable=trainable,
         total=total,
-        weight_bytes=int(weight_bytes),
-        trainable_bytes=int(trainable_bytes),
+        weight_bytes=weight_bytes,
+        trainable_bytes=trainable_bytes,
         cast_copy_bytes=cast_copies(path_linears + ([head] if path or head.weight.requires_grad else []), tensors),
         saved_bytes_per_token=sum(block_saved_bytes(block, tensors) for block in path)
         + final_norm_bytes(inner, tensors),
@@ -161,7 +158,22 @@ def read_layout(
         extra_tokens=spec.virtual_tokens(method_cfg),
         padding_free=spec.padding_free,  # for a decoder-only model (the planner's only kind) with SDPA attention
         residual_bytes=residual,
+        largest_block_bytes=max(block_bytes, default=0),
+        outside_blocks_bytes=weight_bytes - sum(block_bytes),
     )
+
+
+def held_bytes(parameters: Any, quantized_weights: dict[int, nn.Linear], method_cfg: Any) -> tuple[int, int]:
+    """Bytes of these weights at the dtype each is held in (a quantized one sized by `quantized_bytes`), and of
+    the trainable ones among them; a weight shared by two modules counts once."""
+    weight_bytes = trainable_bytes = 0.0
+    for p in {id(p): p for p in parameters}.values():
+        if id(p) in quantized_weights:
+            weight_bytes += quantized_bytes(quantized_weights[id(p)], method_cfg)
+            continue
+        weight_bytes += p.numel() * p.element_size()
+        trainable_bytes += p.numel() * p.element_size() if p.requires_grad else 0
+    return int(weight_bytes), int(trainable_bytes)
 
 
 def first_block_on_grad_path(prepared: nn.Module, model: nn.Module, blocks: list[nn.Module]) -> int:
