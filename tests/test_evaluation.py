@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import pytest
 import yaml
+from rich.console import Console
 from rouge_score import rouge_scorer
 
 from tests.helpers import memorizable_rows, run_cli, write_config, write_jsonl
-from tunelab import config, data
+from tunelab import config, data, energy
 from tunelab.config.schema import ForgettingConfig
 from tunelab.evaluation import forgetting
+from tunelab.evaluation.compare import Arm, markdown, table, tuned_arm, write
+from tunelab.evaluation.evaluate import EvalResult
 
 
 @pytest.fixture(scope="module")
@@ -61,10 +65,44 @@ def test_compare_puts_zero_shot_few_shot_and_fine_tuned_side_by_side(memorized, 
     assert few["prompt_tokens_per_example"] > zero["prompt_tokens_per_example"]  # shots cost prompt tokens
     assert tuned["metrics"]["exact_match"] > zero["metrics"]["exact_match"]
     assert table["verdict"].startswith(f"{arms[2]} wins on exact_match")
+    assert "training_cost" in tuned and "training_cost" not in zero and "training_cost" not in few
     assert (out / "compare.png").read_bytes()[:4] == b"\x89PNG"
     saved = [json.loads(line) for line in (out / "predictions-2-shot.jsonl").read_text().splitlines()]
     exact = sum(r["output"].strip() == r["reference"].strip() for r in saved) / len(saved)
     assert exact == pytest.approx(few["metrics"]["exact_match"])
+
+
+def test_compare_shows_each_fine_tuned_arms_training_cost(tmp_path):
+    """The cost a run recorded (metrics.json "compute") in the terminal table, compare.md and compare.json; nothing
+    for the base model's arm; "not recorded" for a run from before costs were measured."""
+    report = {"device": "cpu: AMD EPYC", "hours": 0.5, "measuring": True, "country": "USA", "grid": "United States"}
+    report |= {"energy_kwh": {"cpu": 0.1, "gpu": 0.0, "ram": 0.05, "total": 0.15}, "co2_kg": 0.06}
+    report |= {"methods": {"cpu": "RAPL", "gpu": "none", "ram": "estimate"}, "measured_hours": 0.5}
+    compute = energy.combine([report])
+    new, old = tmp_path / "new", tmp_path / "old"
+    for run, recorded in ((new, {"compute": compute}), (old, {})):
+        run.mkdir()
+        (run / "metrics.json").write_text(json.dumps({"train": {"train_loss": 1.0}} | recorded))
+    score = {"exact_match": 0.5}, {"exact_match": (0.4, 0.6)}, "exact_match"
+    result = EvalResult("x", "test.jsonl", *score, rows=[], seconds_per_example=0.1, prompt_tokens_per_example=9)
+    arms = [Arm("zero-shot", result), tuned_arm("fine-tuned (new)", result, str(new))]
+    arms.append(tuned_arm("fine-tuned (old)", result, str(old)))
+    cost = energy.describe(compute)
+    assert cost.startswith("0.50 device-hours (cpu: AMD EPYC), 150 Wh, 60 g CO2")
+
+    screen = Console(file=io.StringIO(), width=400)
+    screen.print(table(arms))
+    row = next(line for line in screen.file.getvalue().splitlines() if "training cost" in line)
+    assert [cell.strip() for cell in row.strip("│ ").split("│")] == ["training cost", "", cost, "not recorded"]
+    md_rows = [line for line in markdown(arms).splitlines() if line.startswith("| ")]
+    assert md_rows[0].endswith("| training cost |") and md_rows[1].endswith("| 9 |  |")
+    assert md_rows[2].endswith(f"| {cost} |") and md_rows[3].endswith("| not recorded |")
+    write(arms, tmp_path / "cmp")
+    saved = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    assert "training_cost" not in saved["zero-shot"]
+    new_arm, old_arm = saved["fine-tuned (new)"], saved["fine-tuned (old)"]
+    assert new_arm["training_cost"] == cost and new_arm["compute"] == compute
+    assert old_arm["training_cost"] == "not recorded" and old_arm["compute"] is None
 
 
 def test_generation_metric_selects_the_best_checkpoint(tmp_path, tiny_model_dir):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 from rich.console import Console
 
@@ -13,5 +14,11 @@ console = Console(stderr=True, highlight=False)
 logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 
+def is_main_process() -> bool:
+    """Rank 0 of a multi-process run (launchers set RANK), or a single process: the one that prints and writes."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def info(message: str) -> None:
-    console.print(message)
+    if is_main_process():  # the other processes of a multi-process run do the same work silently
+        console.print(message)

@@ -33,3 +33,7 @@ class RunIncompleteError(TunelabError):
 
 class TrainingDivergedError(TunelabError):
     """The loss became NaN or infinite."""
+
+
+class TrainingFailedError(TunelabError):
+    """A process of a multi-process run failed; the run stays incomplete."""

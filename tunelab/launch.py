@@ -88,3 +88,42 @@ def rerun_with_tcmalloc() -> None:
     # sys.orig_argv: the interpreter's own command line (its flags, the script or -m), so the re-run is the
     # same command.
     os.execve(sys.executable, sys.orig_argv, env)
+
+
+# Set by torchrun / accelerate launch in every process they start.
+LAUNCHED = ("LOCAL_RANK", "TORCHELASTIC_RUN_ID")
+
+
+def under_launcher(environ: Mapping[str, str] = os.environ) -> bool:
+    return any(name in environ for name in LAUNCHED)
+
+
+def processes(nproc: int, command: list[str], gpus: int) -> int:
+    """`tunelab <command>` in `nproc` processes on this machine, started by accelerate's launcher (torchrun
+    underneath) in this process; returns their exit code (0: all finished). One process per GPU where there
+    are GPUs; CPU processes share the cores (OMP threads split between them)."""
+    if under_launcher():
+        raise ConfigError("--nproc starts its own processes: under accelerate launch or torchrun, leave it out")
+    if gpus and nproc > gpus:
+        raise ConfigError(f"--nproc {nproc}, but this machine has {gpus} GPU(s): one process per GPU, --nproc {gpus}")
+    from accelerate.commands.launch import launch_command, launch_command_parser  # ~1 s: only when launching
+
+    threads = max(1, (os.cpu_count() or 1) // nproc) if not gpus else 1
+    flags = ["--multi_gpu", "--num_processes", str(nproc), "--num_machines", "1", "--mixed_precision", "no"]
+    flags += ["--dynamo_backend", "no", "--main_process_port", str(free_port()), "--quiet"]
+    flags += ["--num_cpu_threads_per_process", os.environ.get("OMP_NUM_THREADS", str(threads))]
+    args = launch_command_parser().parse_args([*flags, "-m", "tunelab", *command])
+    try:
+        launch_command(args)  # accelerate prints a failed process's summary (no traceback: --quiet)
+    except SystemExit as stop:
+        return stop.code if isinstance(stop.code, int) else 1
+    return 0
+
+
+def free_port() -> int:
+    """A port nothing listens on now, for the processes' rendezvous (two runs on one machine must not share)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

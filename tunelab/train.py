@@ -24,7 +24,7 @@ from tunelab.evaluation import forgetting
 from tunelab.evaluation import preference as alignment
 from tunelab.methods import new_tokens
 from tunelab.models.tasks import CAUSAL_LM, CLASSIFIER
-from tunelab.training import preference
+from tunelab.training import distributed, preference
 from tunelab.training import trainer as trainers
 from tunelab.training.anchor import BaseAnchor
 from tunelab.training.preflight import preflight
@@ -38,20 +38,48 @@ class RunResult:
 
 
 def run(cfg: RunConfig, *, resume: bool = False, callbacks: tuple = ()) -> RunResult:
-    """Train as the config says and write a complete run directory. Extra TrainerCallbacks are optional."""
+    """Train as the config says and write a complete run directory. Extra TrainerCallbacks are optional.
+    Under a launcher every process runs this; only the main one writes the run directory and prints."""
+    here = distributed.start(cfg)  # one process, or one of several a launcher started (they join here)
     rows = preflight(cfg, resume)  # every check that needs no weights: data rows read and converted, once
-    cfg = planning.fit_time_budget(cfg)  # train.time_budget: the steps that fit, by the planner's estimate
+    cfg = distributed.from_main(planning.fit_time_budget(cfg))  # train.time_budget: the steps that fit (estimate)
     task = models.resolve_task(cfg.model)  # from the model's config alone
     probe = forgetting.load_probe(cfg.forgetting) if cfg.forgetting.enabled and task == CAUSAL_LM else None
     run_dir = RunDir(cfg.train.output_dir)
     method = methods.get(cfg.method.name)
-    device = models.pick_device(cfg.model.device)
+    device = distributed.device_for(here, models.pick_device(cfg.model.device))
     compute_dtype = models.pick_dtype(cfg.model.dtype, device)
 
     tokenizer = models.load_tokenizer(cfg.model)
     added = vocabulary.add_new_tokens(cfg, tokenizer, rows)  # data.new_tokens (checked, or `auto`'s choice)
     # SFT: the same rows, tokenized, lengths checked. Preference objectives: TRL tokenizes its own rows.
     built = data.build_for_task(cfg, tokenizer, task, rows) if cfg.objective.name == "sft" else rows
+    model = load_prepared_model(cfg, method, task, device, compute_dtype, tokenizer, added, built)
+    base_probe = score_probe(model, tokenizer, probe, "the base model")
+    held_out = alignment.HeldOut.of(cfg, tokenizer, rows, model)  # preference objectives: scores before training
+    anchor = base_anchor(cfg, model)  # forgetting.l2_to_base / merge_back: the weights' way back to the base
+
+    open_run_dir(cfg, run_dir, resume, here)
+    checkpointing = distributed.from_main(  # auto: what fits, by the planner's estimate
+        planning.checkpointing_mode(cfg, model, built, device, compute_dtype, tokenizer)
+    )
+    trainer = build_trainer(
+        cfg, model, tokenizer, built, run_dir, device, compute_dtype, checkpointing, callbacks, probe, anchor
+    )
+    with trainer_attention(trainer):
+        output = trainer.train(resume_from_checkpoint=resume_point(run_dir, resume, here))
+        moved = merge_back(cfg, anchor, trainer.model)  # the final evaluation then scores the merged weights
+        metrics = collect_metrics(trainer, output.metrics, model, built, fresh_eval=moved)
+    score_result(cfg, trainer, tokenizer, metrics, held_out, probe, base_probe)
+    artifact_dir = save_result(run_dir, method, trainer, tokenizer, here)
+    if here.is_main:
+        finish(cfg, run_dir, metrics, trainer, method.artifact)
+    info(f"[bold green]run complete[/]: {run_dir.path} ({method.artifact} in {artifact_dir.name}/)")
+    return RunResult(run_dir.path, artifact_dir, metrics)
+
+
+def load_prepared_model(cfg: RunConfig, method, task, device, compute_dtype, tokenizer, added, built):
+    """The base model on its device, with the method's trainable parts (and data.new_tokens' rows) in place."""
     model = models.load_model(
         cfg.model,
         dtype=method.load_dtype(compute_dtype),
@@ -64,20 +92,12 @@ def run(cfg: RunConfig, *, resume: bool = False, callbacks: tuple = ()) -> RunRe
     set_seed(cfg.train.seed)  # adapter init draws from the global RNG: same config, same starting weights
     model = new_tokens.train_token_rows(method.prepare(model, cfg.method, tokenizer), added.pieces)
     report_parameters(model, method.name, device, compute_dtype)
-    base_probe = score_probe(model, tokenizer, probe, "the base model")
-    held_out = alignment.HeldOut.of(cfg, tokenizer, rows, model)  # preference objectives: scores before training
-    anchor = base_anchor(cfg, model)  # forgetting.l2_to_base / merge_back: the weights' way back to the base
+    return model
 
-    prepare_output_dir(cfg, run_dir, resume)
-    artifacts.start(run_dir, dump(cfg))
-    checkpointing = planning.checkpointing_mode(cfg, model, built, device, compute_dtype, tokenizer)  # auto: fit
-    trainer = build_trainer(
-        cfg, model, tokenizer, built, run_dir, device, compute_dtype, checkpointing, callbacks, probe, anchor
-    )
-    with trainer_attention(trainer):
-        output = trainer.train(resume_from_checkpoint=resume_point(run_dir, resume))
-        moved = merge_back(cfg, anchor, trainer.model)  # the final evaluation then scores the merged weights
-        metrics = collect_metrics(trainer, output.metrics, model, built, fresh_eval=moved)
+
+def score_result(cfg: RunConfig, trainer, tokenizer, metrics: dict[str, Any], held_out, probe, base_probe) -> None:
+    """The trained weights' scores beyond the loss: held-out preferences, the retention probe (every process
+    scores: under FSDP each forward needs them all)."""
     if held_out is not None:
         metrics["preference"] = held_out.report(trainer.model)
     if cfg.objective.name != "sft":  # reference batches TRL scored; 0: read from the cache (preference_data)
@@ -85,10 +105,17 @@ def run(cfg: RunConfig, *, resume: bool = False, callbacks: tuple = ()) -> RunRe
     if probe is not None:
         after_probe = score_probe(trainer.model, tokenizer, probe, "the result")
         metrics["forgetting"] = forgetting.compare(base_probe, after_probe, cfg.forgetting)
-    artifact_dir = artifacts.save_artifact(run_dir, method.artifact, trainer.model, tokenizer, method.save)
-    finish(cfg, run_dir, metrics, trainer, method.artifact)
-    info(f"[bold green]run complete[/]: {run_dir.path} ({method.artifact} in {artifact_dir.name}/)")
-    return RunResult(run_dir.path, artifact_dir, metrics)
+
+
+def save_result(run_dir: RunDir, method, trainer, tokenizer, here: distributed.World) -> Path:
+    """The trained adapter or model, written by the main process. Sharded weights (FSDP, ZeRO-3) are first
+    gathered whole from every process, so the artifact loads in one process like any other."""
+    whole = distributed.whole_state_dict(trainer)  # every process takes part; None when each holds whole weights
+    if here.is_main:
+        save = method.save if whole is None else distributed.save_with(whole)
+        artifacts.save_artifact(run_dir, method.artifact, trainer.model, tokenizer, save)
+    distributed.barrier()  # no process reports the run done before its artifact is on disk
+    return run_dir.artifact(method.artifact)
 
 
 def build_trainer(
@@ -152,6 +179,14 @@ def report_parameters(model, method_name: str, device, dtype) -> None:
     )
 
 
+def open_run_dir(cfg: RunConfig, run_dir: RunDir, resume: bool, here: distributed.World) -> None:
+    """The run directory, made (or cleared for a new run) by the main process while the others wait."""
+    if here.is_main:
+        prepare_output_dir(cfg, run_dir, resume)
+        artifacts.start(run_dir, dump(cfg))
+    distributed.barrier()
+
+
 def prepare_output_dir(cfg: RunConfig, run_dir: RunDir, resume: bool) -> None:
     if run_dir.has_run() and cfg.train.overwrite_output_dir and not resume:
         info(f"replacing the earlier run in {run_dir.path} (train.overwrite_output_dir=true; tunelab's files only)")
@@ -159,12 +194,14 @@ def prepare_output_dir(cfg: RunConfig, run_dir: RunDir, resume: bool) -> None:
     run_dir.path.mkdir(parents=True, exist_ok=True)
 
 
-def resume_point(run_dir: RunDir, resume: bool) -> str | None:
+def resume_point(run_dir: RunDir, resume: bool, here: distributed.World) -> str | None:
     """The newest complete checkpoint; half-written ones (a crash mid-save) are removed, never trusted."""
     if not resume:
         return None
-    for partial in artifacts.remove_incomplete_checkpoints(run_dir):
-        info(f"removed incomplete checkpoint {partial.name} (the run stopped while writing it)")
+    if here.is_main:
+        for partial in artifacts.remove_incomplete_checkpoints(run_dir):
+            info(f"removed incomplete checkpoint {partial.name} (the run stopped while writing it)")
+    distributed.barrier()
     complete = artifacts.complete_checkpoints(run_dir)
     if not complete:
         info("--resume: no complete checkpoint yet, starting from the beginning")

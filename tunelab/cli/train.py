@@ -10,20 +10,51 @@ import typer
 
 from tunelab.cli.app import ConfigArg, OverridesArg, app
 from tunelab.console import console
+from tunelab.errors import TrainingFailedError
 
 
-@app.command(epilog="Example:  tunelab train configs/lora.yaml train.max_steps=50 --resume")
+@app.command(
+    epilog="Example:  tunelab train configs/lora.yaml train.max_steps=50 --resume  (--nproc 2: two processes)"
+)
 def train(
     config: ConfigArg,
     overrides: OverridesArg = None,
     resume: Annotated[bool, typer.Option(help="Continue from the newest complete checkpoint.")] = False,
+    nproc: Annotated[
+        int,
+        typer.Option(min=1, help="Processes to train in on this machine (one per GPU), started through accelerate."),
+    ] = 1,
 ) -> None:
     """Fine-tune a model as the config says; writes a self-describing run directory."""
     from tunelab import config as cfgmod
     from tunelab import train as trainmod
+    from tunelab.console import is_main_process
 
-    result = trainmod.run(cfgmod.load(config, overrides), resume=resume)
-    print(json.dumps({"run_dir": str(result.run_dir), "artifact": str(result.artifact_dir)}))
+    cfg = cfgmod.load(config, overrides)
+    if nproc > 1:
+        raise typer.Exit(start_processes(cfg, nproc, [str(config), *(overrides or [])], resume))
+    result = trainmod.run(cfg, resume=resume)
+    if is_main_process():
+        print(json.dumps({"run_dir": str(result.run_dir), "artifact": str(result.artifact_dir)}))
+
+
+def start_processes(cfg, nproc: int, arguments: list[str], resume: bool) -> int:
+    """`tunelab train` in `nproc` processes; the checks that need no weights run here first, so a mistake is
+    said once, not once per process."""
+    import torch
+
+    from tunelab import launch, models
+    from tunelab.training.preflight import preflight
+
+    preflight(cfg, resume)
+    gpus = torch.cuda.device_count() if models.pick_device(cfg.model.device).type == "cuda" else 0
+    code = launch.processes(nproc, ["train", *arguments, *(["--resume"] if resume else [])], gpus)
+    if code not in (0, 130):
+        raise TrainingFailedError(
+            f"training in {nproc} processes failed (exit code {code}); the run is not marked complete. "
+            "The failing process's error is above; `--resume` continues from the last complete checkpoint"
+        )
+    return code
 
 
 @app.command("inspect-data", epilog="Example:  tunelab inspect-data configs/lora.yaml")
@@ -55,12 +86,18 @@ def plan(
     config: ConfigArg,
     overrides: OverridesArg = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON on stdout.")] = False,
+    nproc: Annotated[
+        int,
+        typer.Option(
+            "--nproc", min=1, help="Processes to plan for: each one's peak memory under ddp, fsdp and DeepSpeed ZeRO."
+        ),
+    ] = 1,
 ) -> None:
     """Before any weights load: each method's peak memory and time per epoch here, and which to use."""
     from tunelab import config as cfgmod
     from tunelab import planning
 
-    result = planning.plan(cfgmod.load(config, overrides))
+    result = planning.plan(cfgmod.load(config, overrides), nproc=nproc)
     if as_json:
         print(json.dumps(planning.to_dict(result), indent=2))
     else:

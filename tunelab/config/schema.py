@@ -15,6 +15,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from tunelab.config.distributed import DistributedConfig, EnergyConfig
 from tunelab.config.methods import LoraMethod, MethodConfig, Strict
 from tunelab.config.objectives import ObjectiveConfig, SftObjective
 from tunelab.config.search import Duration, SearchConfig
@@ -368,6 +369,8 @@ class RunConfig(Strict):
     eval: EvalConfig = EvalConfig()
     forgetting: ForgettingConfig = ForgettingConfig()
     search: SearchConfig = SearchConfig()
+    distributed: DistributedConfig = DistributedConfig()
+    energy: EnergyConfig = EnergyConfig()
 
     @field_validator("model", mode="before")
     @classmethod

@@ -5,7 +5,8 @@
     one or more fine-tuned runs, each also with the passages (fine-tuned+rag) when there is an index.
 
 Writes compare.md, compare.json and compare.png (main metric per arm with 95% error bars) and
-states the winner and the margin in one sentence.
+states the winner and the margin in one sentence. Each fine-tuned arm also shows what its training cost (device-hours,
+energy, CO2: the run's metrics.json "compute"; "not recorded" for runs from before it was measured).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tunelab import artifacts, data
+from tunelab import artifacts, data, energy
 from tunelab.config import RunConfig, load
 from tunelab.errors import ConfigError
 from tunelab.evaluation.arms import Retrieval, arm_name, few_shot_examples, rag_examples, retrieve
@@ -33,6 +34,27 @@ from tunelab.rag import Passage
 class Arm:
     name: str
     result: EvalResult
+    run: str | None = None  # a fine-tuned arm's run directory
+    compute: dict[str, Any] | None = None  # what training it cost: metrics.json "compute" (energy.combine)
+
+
+def tuned_arm(name: str, result: EvalResult, run: str) -> Arm:
+    """An arm of a fine-tuned run, with its training's cost when the run recorded one (older runs did not)."""
+    metrics = Path(run) / "metrics.json"
+    recorded = json.loads(metrics.read_text()) if metrics.is_file() else {}
+    return Arm(name, result, run, recorded.get("compute"))
+
+
+def training_cost(arm: Arm) -> str:
+    """One line for a fine-tuned arm (energy.describe); "" for the base model's arms, which trained nothing."""
+    if arm.run is None:
+        return ""
+    return energy.describe(arm.compute) if arm.compute else "not recorded"
+
+
+def cost_fields(arm: Arm) -> dict[str, Any]:
+    """compare.json's cost of a fine-tuned arm: the line and the run's whole `compute` (null when not recorded)."""
+    return {} if arm.run is None else {"training_cost": training_cost(arm), "compute": arm.compute}
 
 
 OUTPUT_FILES = ("compare.json", "compare.md", "compare.png")
@@ -120,7 +142,7 @@ def compare(
     del base
     for run in runs:
         tuned = load_for_inference(run, trust_remote_code=trust_remote_code)
-        arms.append(Arm(f"fine-tuned ({run})", evaluate_loaded(tuned, cfg, test_file, metrics, examples)))
+        arms.append(tuned_arm(f"fine-tuned ({run})", evaluate_loaded(tuned, cfg, test_file, metrics, examples), run))
         if retrieved is not None:
             arms.append(rag_arm("fine-tuned+rag", run, tuned, cfg, test_file, metrics, examples, retrieved))
     return arms
@@ -143,7 +165,8 @@ def rag_arm(
     result = evaluate_loaded(loaded, cfg, test_file, metrics, with_context)
     for row, passages in zip(result.rows, used, strict=True):
         row["passages"] = [{"source": p.source, "chunk": p.chunk} for p in passages]
-    return Arm(f"{kind} ({run + ', ' if run else ''}{passages_got(k, retrieved, used, mean_used)})", result)
+    name = f"{kind} ({run + ', ' if run else ''}{passages_got(k, retrieved, used, mean_used)})"
+    return tuned_arm(name, result, run) if run else Arm(name, result)
 
 
 def passages_got(k: int, retrieved: list[list[Passage]], used: list[list[Passage]], mean_used: float) -> str:
@@ -207,16 +230,14 @@ def verdict(arms: list[Arm]) -> str:
 
 def markdown(arms: list[Arm]) -> str:
     keys = list(arms[0].result.metrics)
-    header = ["arm", *keys, "latency/example", "prompt tokens/example"]
+    costs = any(arm.run for arm in arms)  # a column only when some arm was fine-tuned
+    header = ["arm", *keys, "latency/example", "prompt tokens/example", *(["training cost"] if costs else [])]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for arm in arms:
         r = arm.result
         cells = [format_value(k, r.metrics[k], r.intervals.get(k)) for k in keys]
-        lines.append(
-            f"| {arm.name} | "
-            + " | ".join(cells)
-            + f" | {r.seconds_per_example:.2f} s | {r.prompt_tokens_per_example:.0f} |"
-        )
+        cells += [f"{r.seconds_per_example:.2f} s", f"{r.prompt_tokens_per_example:.0f}"]
+        lines.append(f"| {arm.name} | " + " | ".join(cells + ([training_cost(arm)] if costs else [])) + " |")
     return "\n".join([*lines, *task_rows(arms), "", verdict(arms), *rules_sentences(arms)]) + "\n"
 
 
@@ -258,6 +279,8 @@ def table(arms: list[Arm], heading: str | None = None) -> Any:
         grid.add_row(f"{main} ({task})", *(task_cell(a, task, main) for a in arms))
     grid.add_row("latency / example", *(f"{a.result.seconds_per_example:.2f} s" for a in arms))
     grid.add_row("prompt tokens / example", *(f"{a.result.prompt_tokens_per_example:.0f}" for a in arms))
+    if any(a.run for a in arms):
+        grid.add_row("training cost", *(training_cost(a) for a in arms))
     return grid
 
 
@@ -294,7 +317,8 @@ def write(arms: list[Arm], out_dir: Path) -> None:
         rows = "".join(json.dumps(r) + "\n" for r in arm.result.rows)
         artifacts.write_text(out_dir / f"predictions-{slug(arm.name)}.jsonl", rows)
     artifacts.write_json(
-        out_dir / "compare.json", {a.name: a.result.to_dict() for a in arms} | {"verdict": verdict(arms)}
+        out_dir / "compare.json",
+        {a.name: a.result.to_dict() | cost_fields(a) for a in arms} | {"verdict": verdict(arms)},
     )
     artifacts.write_text(out_dir / "compare.md", markdown(arms))
     plot(arms, out_dir / "compare.png")

@@ -127,7 +127,7 @@ def build(
     validation = (
         stored_rows(run_dir, "validation", table(cfg, tokenizer, rows.validation)) if rows.validation else None
     )
-    values = argument_values(cfg, run_dir, device, dtype, validation is not None)
+    values = argument_values(cfg, run_dir, device, dtype, validation is not None, model)
     # gradient_checkpointing: TRL's default is on; tunelab decides checkpointing itself (planning).
     common = {"max_length": cfg.train.max_seq_length, "gradient_checkpointing": False, "dataset_num_proc": None}
     known = {f.name for f in dataclasses.fields(spec.config_class)}

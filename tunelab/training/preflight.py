@@ -19,7 +19,7 @@ from tunelab.data import preference
 from tunelab.errors import ConfigError, TunelabError
 from tunelab.evaluation import during_training, rewards
 from tunelab.evaluation.metrics import unknown_metrics
-from tunelab.training import anchor
+from tunelab.training import anchor, distributed
 
 # Keys a resumed run may change: extending training is the usual reason to resume with edits.
 RESUMABLE_CHANGES = {("train", "max_steps"), ("train", "num_train_epochs")}
@@ -27,7 +27,7 @@ RESUMABLE_CHANGES = {("train", "max_steps"), ("train", "num_train_epochs")}
 
 def preflight(cfg: RunConfig, resume: bool = False) -> data.RowSet:
     problems = check_device(cfg) + check_packages(cfg) + check_training(cfg) + check_objective(cfg)
-    problems += check_new_tokens(cfg) + check_anchor(cfg)
+    problems += check_new_tokens(cfg) + check_anchor(cfg) + distributed.check(cfg)
     problems += check_output_dir(cfg, resume)
     if problems:
         raise ConfigError(f"{len(problems)} problem(s) found before loading the model", problems)

@@ -30,7 +30,7 @@ from tunelab.config.schema import RunConfig, TrainConfig
 from tunelab.errors import ConfigError, TrainingDivergedError
 from tunelab.evaluation import during_training, forgetting
 from tunelab.models.tasks import CAUSAL_LM, CLASSIFIER, SEQ2SEQ, model_task
-from tunelab.training import activation_checkpointing, padding_free
+from tunelab.training import activation_checkpointing, distributed, padding_free
 from tunelab.training.anchor import BaseAnchor
 from tunelab.training.loss import supports_sparse_head, trained_positions_loss
 from tunelab.training.progress import LiveProgress
@@ -134,10 +134,13 @@ class TunelabTrainer(FiniteLoss, Trainer):
 
 
 class CheckpointMarker(TrainerCallback):
-    """Marks a checkpoint complete once Trainer has written all of it (on_save runs after the save)."""
+    """Marks a checkpoint complete once Trainer has written all of it (on_save runs after the save), in every
+    process: each writes its own part (its RNG state; under FSDP its shard), so the main one marks after all."""
 
     def on_save(self, args, state, control, **kwargs):
-        artifacts.mark_checkpoint_complete(Path(args.output_dir) / f"checkpoint-{state.global_step}")
+        distributed.barrier()
+        if state.is_world_process_zero:
+            artifacts.mark_checkpoint_complete(Path(args.output_dir) / f"checkpoint-{state.global_step}")
 
 
 def eval_strategy(cfg: TrainConfig, has_validation: bool) -> str:
@@ -146,14 +149,15 @@ def eval_strategy(cfg: TrainConfig, has_validation: bool) -> str:
     return cfg.eval_strategy
 
 
-def training_arguments(cfg: RunConfig, run_dir: RunDir, device: torch.device, dtype: torch.dtype, has_val: bool):
-    return TrainingArguments(**argument_values(cfg, run_dir, device, dtype, has_val))
+def training_arguments(cfg: RunConfig, run_dir: RunDir, device, dtype, has_val: bool, model) -> TrainingArguments:
+    return TrainingArguments(**argument_values(cfg, run_dir, device, dtype, has_val, model))
 
 
 def argument_values(
-    cfg: RunConfig, run_dir: RunDir, device: torch.device, dtype: torch.dtype, has_val: bool
+    cfg: RunConfig, run_dir: RunDir, device: torch.device, dtype: torch.dtype, has_val: bool, model
 ) -> dict[str, Any]:
-    """`TrainingArguments` values from the config; TRL's configs (its subclasses) take them as they are."""
+    """`TrainingArguments` values from the config; TRL's configs (its subclasses) take them as they are. The
+    `distributed` ones (DDP timeout, FSDP, DeepSpeed) act only when a launcher started several processes."""
     t = cfg.train
     evaluating = eval_strategy(t, has_val)
     return dict(
@@ -188,6 +192,7 @@ def argument_values(
         # tunelab.training.activation_checkpointing turns it on in the model (selective checkpointing's policy is a
         # function, and TrainingArguments must serialize to JSON).
         activation_checkpointing=False,
+        **distributed.training_arguments(cfg, model),
     )
 
 
@@ -214,6 +219,14 @@ def use_padding_free(cfg: TrainConfig, model, method: methods.MethodSpec) -> boo
     if cfg.padding_free is True and reason:
         raise ConfigError(f"train.padding_free: true, but {reason}. Fix: set train.padding_free: auto (or false).")
     return cfg.padding_free is not False and reason is None
+
+
+def use_sparse_head(cfg: RunConfig, model, method: methods.MethodSpec) -> bool:
+    """The LM head on trained positions only: one process only. It runs the decoder and the head itself, past
+    the DDP/FSDP wrapper, which would then neither synchronize gradients nor gather shards; several processes
+    use the model's own loss (full logits: more memory, the same loss)."""
+    wanted = cfg.train.sparse_lm_head and method.sparse_head and supports_sparse_head(model)
+    return wanted and not distributed.world().several
 
 
 def classifier_metrics(labels: list[str]):
@@ -265,7 +278,7 @@ def build(
     """The trainer for this run: model, data (BuiltData), collator, arguments, callbacks, extra evaluations.
     `checkpointing` (off, selective, full) is decided above, by the planner (tunelab.planning.checkpointing_mode)."""
     activation_checkpointing.enable(model, checkpointing)
-    args = training_arguments(cfg, run_dir, device, dtype, data.validation is not None)
+    args = training_arguments(cfg, run_dir, device, dtype, data.validation is not None, model)
     classifier = model_task(model) == CLASSIFIER
     method = methods.get(cfg.method.name)
     packed = use_padding_free(cfg.train, model, method)
@@ -278,7 +291,7 @@ def build(
         processing_class=tokenizer,
         callbacks=[*standard_callbacks(cfg, run_dir), *callbacks],
         compute_metrics=classifier_metrics(data.report.labels) if classifier else None,
-        sparse_head=cfg.train.sparse_lm_head and method.sparse_head and supports_sparse_head(model),
+        sparse_head=use_sparse_head(cfg, model, method),
         loss_chunk_tokens=cfg.train.loss_chunk_tokens,
         packed=packed,
         extra_evals=() if classifier else extra_evaluations(cfg, tokenizer, data, probe),
@@ -293,11 +306,9 @@ def standard_callbacks(cfg: RunConfig, run_dir: RunDir) -> list[TrainerCallback]
     """Every run's callbacks: checkpoint markers, live progress, TensorBoard, early stopping when configured."""
     from torch.utils.tensorboard import SummaryWriter
 
-    callbacks: list[TrainerCallback] = [
-        CheckpointMarker(),
-        LiveProgress(),
-        TensorBoardCallback(SummaryWriter(log_dir=str(logging_dir(cfg, run_dir)))),
-    ]
+    callbacks: list[TrainerCallback] = [CheckpointMarker()]
+    if distributed.world().is_main:  # one progress bar, one set of TensorBoard logs
+        callbacks += [LiveProgress(), TensorBoardCallback(SummaryWriter(log_dir=str(logging_dir(cfg, run_dir))))]
     if cfg.train.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.train.early_stopping_patience))
     return callbacks

@@ -1,0 +1,228 @@
+"""Training in several processes: `tunelab train --nproc 2` on CPU (gloo), the tiny model, real processes.
+
+DDP's weights equal one process's with the same global batch and seed; one run directory, one set of logs;
+a crashed process fails the run; `kill -9` of the launcher takes its processes with it, and `--resume` under
+the same launcher ends where an uninterrupted run does. FSDP: accelerate shards on GPUs only, so on this CPU
+the FSDP pieces that are ours (gathering sharded weights and saving them) run under torch's FSDP2 directly.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tests.helpers import run_cli, write_config, write_jsonl
+from tunelab.config import load
+from tunelab.training import distributed
+
+TUNELAB = Path(sys.executable).parent / "tunelab"
+# A constant rate: a run resumed with a different max_steps follows the same schedule as a straight one.
+SCHEDULE = {"learning_rate": 5e-3, "lr_scheduler_type": "constant", "save_steps": 100, "save_total_limit": None}
+
+
+def uneven_rows() -> list[dict[str, str]]:
+    """Answers of 1 to 6 words: the processes' batches hold different numbers of trained tokens, so equal weights
+    need the loss averaged over the tokens of all processes, not over each process's own."""
+    words = ["apple", "river", "stone", "cloud", "ember", "maple", "north", "quiet"]
+    return [{"prompt": f"Word {i}?", "completion": " ".join(words[: 1 + i % 6])} for i in range(8)]
+
+
+def configs(tmp_path: Path, model_dir: Path, **train) -> tuple[Path, Path]:
+    """The same run twice: one process with batch 4, and per process 2 (two processes: global batch 4)."""
+    data = {"train": str(write_jsonl(tmp_path / "train.jsonl", uneven_rows()))}
+    made = []
+    for name, batch in (("one", 4), ("two", 2)):
+        (tmp_path / name).mkdir()
+        settings = SCHEDULE | {"per_device_train_batch_size": batch} | train
+        made.append(write_config(tmp_path / name, model_dir, data=data, train=settings))
+    return made[0], made[1]
+
+
+def launch(config: Path, *args: str, log: Path) -> subprocess.Popen:
+    """`tunelab train CONFIG ARGS --nproc 2`, its output in `log` (a file: a pipe nobody reads could block it)."""
+    with log.open("w") as out:
+        return subprocess.Popen(
+            [str(TUNELAB), "train", str(config), *args, "--nproc", "2"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "TUNELAB_ALLOCATOR": "system"},
+        )
+
+
+def finish(child: subprocess.Popen, log: Path, timeout: float = 180) -> str:
+    child.wait(timeout=timeout)
+    return log.read_text()
+
+
+def adapter(run_dir: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(run_dir / "adapter" / "adapter_model.safetensors"))
+
+
+def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    assert any(k.endswith("lora_B.weight") and a[k].abs().max() > 1e-4 for k in a), "nothing trained"
+    worst = max((a[k] - b[k]).abs().max().item() for k in a)
+    assert worst < 1e-5, f"weights differ by up to {worst}"
+
+
+@pytest.mark.parametrize("padding_free", [True, False])
+def test_two_processes_train_the_weights_of_one_with_the_same_global_batch(tmp_path, tiny_model_dir, padding_free):
+    one, two = configs(tmp_path, tiny_model_dir, max_steps=4, padding_free=padding_free)
+    child = launch(two, log=tmp_path / "two.log")
+    assert run_cli(["train", str(one)]).exit_code == 0  # meanwhile, the same run in one process
+    output = finish(child, tmp_path / "two.log")
+    assert child.returncode == 0, output[-3000:]
+
+    assert_same_weights(adapter(tmp_path / "one" / "run"), adapter(tmp_path / "two" / "run"))
+    # One main process: it alone printed, scored the probe into the logs, and wrote the TensorBoard events.
+    assert output.count('{"run_dir": ') == 1 and output.count("run complete") == 1
+    assert output.count("retention probe on the result") == 1
+    assert len(list((tmp_path / "two" / "run" / "logs").iterdir())) == 1
+    assert (tmp_path / "two" / "run" / "COMPLETE").is_file()
+
+
+def processes_of(launcher: subprocess.Popen) -> dict[int, psutil.Process]:
+    """The training processes under a launcher, by rank."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        ranks = {}
+        for proc in psutil.Process(launcher.pid).children(recursive=True):
+            try:
+                rank = proc.environ().get("RANK")
+            except psutil.Error:
+                continue
+            if rank is not None:
+                ranks[int(rank)] = proc
+        if len(ranks) == 2:
+            return ranks
+        time.sleep(0.2)
+    raise AssertionError("the launcher started no 2 training processes")
+
+
+def wait_for_checkpoint(run_dir: Path, step: int, launcher: subprocess.Popen, log: Path) -> None:
+    marker = run_dir / "checkpoints" / f"checkpoint-{step}" / "CHECKPOINT_COMPLETE"
+    deadline = time.monotonic() + 180
+    while not marker.is_file():
+        assert launcher.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(0.1)
+
+
+def test_a_crashed_process_fails_the_run_and_kill_9_of_the_launcher_then_resume_ends_as_one_straight_run(
+    tmp_path, tiny_model_dir
+):
+    one, two = configs(tmp_path, tiny_model_dir, max_steps=10_000, save_steps=2, padding_free=False)
+    run_dir = tmp_path / "two" / "run"
+
+    # A process dies (rank 1, kill -9): the launcher stops the other and fails with one line, the run incomplete.
+    child = launch(two, log=tmp_path / "crash.log")
+    wait_for_checkpoint(run_dir, 2, child, tmp_path / "crash.log")
+    processes_of(child)[1].kill()
+    output = finish(child, tmp_path / "crash.log", timeout=120)
+    assert child.returncode != 0
+    assert "training in 2 processes failed" in output and "--resume" in output
+    assert "Traceback (most recent call last)" not in output
+    assert not (run_dir / "COMPLETE").exists()
+
+    # Resumed, then the launcher itself is killed: its processes die with it (no orphan goes on writing).
+    child = launch(two, "--resume", log=tmp_path / "killed.log")
+    ranks = processes_of(child)
+    last = max(int(p.name.split("-")[1]) for p in (run_dir / "checkpoints").glob("checkpoint-*"))
+    wait_for_checkpoint(run_dir, last + 2, child, tmp_path / "killed.log")
+    child.send_signal(signal.SIGKILL)
+    child.wait(timeout=30)
+    gone, alive = psutil.wait_procs(list(ranks.values()), timeout=30)
+    assert not alive, "training processes outlived their launcher"
+    assert not (run_dir / "COMPLETE").exists()
+
+    # Resumed to a fixed end: the same weights as one process trained straight to it.
+    steps = max(int(p.name.split("-")[1]) for p in (run_dir / "checkpoints").glob("checkpoint-*")) + 2
+    child = launch(two, "--resume", f"train.max_steps={steps}", log=tmp_path / "resumed.log")
+    assert run_cli(["train", str(one), f"train.max_steps={steps}"]).exit_code == 0
+    output = finish(child, tmp_path / "resumed.log")
+    assert child.returncode == 0, output[-3000:]
+    assert "resuming from checkpoint-" in output
+    assert_same_weights(adapter(tmp_path / "one" / "run"), adapter(run_dir))
+
+
+FSDP_SCRIPT = textwrap.dedent(
+    """
+    import sys, torch, torch.distributed as dist
+    from torch.distributed.fsdp import fully_shard
+    from transformers import AutoModelForCausalLM
+    from peft import LoraConfig, get_peft_model
+    from tunelab.training import distributed
+
+    dist.init_process_group("gloo")
+    torch.manual_seed(0)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(sys.argv[1]), LoraConfig(r=4, init_lora_weights=False))
+    for layer in model.get_base_model().model.layers:  # the decoder-layer wrap tunelab asks accelerate for
+        fully_shard(layer)
+    fully_shard(model)
+    ids = torch.tensor([[1, 2, 3, 4, 5, 6]])
+    logits = model(input_ids=ids).logits  # every process takes part in each forward
+    whole = distributed.gathered(model)
+    if dist.get_rank() == 0:
+        distributed.save_with(whole)(model, sys.argv[2])
+        torch.save(logits.detach(), sys.argv[2] + "/logits.pt")
+    dist.barrier()
+    dist.destroy_process_group()
+    """
+)
+
+
+def test_fsdp_sharded_adapter_is_gathered_and_loads_in_one_process_with_the_same_logits(tmp_path, tiny_model_dir):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    script = tmp_path / "fsdp.py"
+    script.write_text(FSDP_SCRIPT)
+    out = tmp_path / "adapter"
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    done = subprocess.run([*torchrun, str(script), str(tiny_model_dir), str(out)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    loaded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), out)
+    sharded_logits = torch.load(out / "logits.pt", weights_only=True)
+    logits = loaded(input_ids=torch.tensor([[1, 2, 3, 4, 5, 6]])).logits
+    assert torch.allclose(logits, sharded_logits, atol=1e-5)
+    plain = AutoModelForCausalLM.from_pretrained(tiny_model_dir)(input_ids=torch.tensor([[1, 2, 3, 4, 5, 6]])).logits
+    assert not torch.allclose(plain, sharded_logits, atol=1e-3), "the adapter changed nothing: the test shows nothing"
+
+
+def test_mistakes_are_said_once_before_any_process_starts(tmp_path, tiny_model_dir, monkeypatch):
+    _, two = configs(tmp_path, tiny_model_dir, max_steps=2)
+    fsdp = run_cli(["train", str(two), "distributed.strategy=fsdp", "--nproc", "2"])
+    assert fsdp.exit_code == 2 and "fsdp on CPU" in fsdp.output and "distributed.strategy: ddp" in fsdp.output
+    deepspeed = run_cli(["train", str(two), "distributed.strategy=deepspeed", "--nproc", "2"])
+    assert deepspeed.exit_code == 2 and "deepspeed is not installed" in deepspeed.output
+    assert run_cli(["train", str(two), "--nproc", "0"]).exit_code == 2
+    monkeypatch.setenv("LOCAL_RANK", "0")  # as under torchrun / accelerate launch
+    nested = run_cli(["train", str(two), "--nproc", "2"])
+    assert nested.exit_code == 2 and "leave it out" in nested.output
+    assert not (tmp_path / "two" / "run").exists()
+
+
+def test_the_strategy_reaches_training_arguments(tmp_path, tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    _, two = configs(tmp_path, tiny_model_dir, max_steps=2)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    fsdp = distributed.training_arguments(load(two, ["distributed.strategy=fsdp"]), model)
+    assert fsdp["fsdp_config"]["transformer_layer_cls_to_wrap"] == ["LlamaDecoderLayer"]
+    assert fsdp["fsdp_config"]["version"] == 2 and fsdp["fsdp_config"]["state_dict_type"] == "SHARDED_STATE_DICT"
+    zero3 = distributed.training_arguments(
+        load(two, ["distributed.strategy=deepspeed", "distributed.zero_stage=3"]), model
+    )
+    assert zero3["deepspeed"]["zero_optimization"]["stage"] == 3
+    ddp = distributed.training_arguments(load(two, ["distributed.timeout_s=30"]), model)
+    assert ddp == {"ddp_timeout": 30, "ddp_find_unused_parameters": False}
