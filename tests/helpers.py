@@ -53,6 +53,9 @@ def write_config(
         "train": train_cfg,
         # Every run scores the retention probe; a few items keep the path covered and the tests quick.
         "forgetting": {"max_items": 12},
+        # Device time is recorded for every run; codecarbon's energy reading (0.5 s of CPU to set up) only where a
+        # test asks for it (tests/test_energy.py, tests/test_distributed.py).
+        "energy": {"enabled": False},
     }
     if objective is not None:
         cfg["objective"] = objective

@@ -107,9 +107,16 @@ class Meter:
     starter: threading.Thread | None = None
     abandoned: bool = False
     log_mark: int = 0
+    report: dict[str, Any] | None = None
 
     def stop(self) -> dict[str, Any]:
-        """This process's report (JSON-serialisable): device, hours, and the energy it measured or why not."""
+        """This process's report (JSON-serialisable): device, hours, and the energy it measured or why not. The
+        first call ends the measurement; later calls return the same report."""
+        if self.report is None:
+            self.report = self.ended()
+        return self.report
+
+    def ended(self) -> dict[str, Any]:
         report: dict[str, Any] = {
             "device": self.device,
             "hours": (time.perf_counter() - self.began) / 3600,

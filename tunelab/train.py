@@ -14,7 +14,7 @@ from typing import Any
 
 from transformers import set_seed
 
-from tunelab import artifacts, data, methods, models, planning
+from tunelab import artifacts, data, energy, methods, models, planning
 from tunelab.artifacts import RunDir
 from tunelab.config import RunConfig, dump
 from tunelab.console import info
@@ -43,11 +43,19 @@ def run(cfg: RunConfig, *, resume: bool = False, callbacks: tuple = ()) -> RunRe
     here = distributed.start(cfg)  # one process, or one of several a launcher started (they join here)
     rows = preflight(cfg, resume)  # every check that needs no weights: data rows read and converted, once
     cfg = distributed.from_main(planning.fit_time_budget(cfg))  # train.time_budget: the steps that fit (estimate)
+    device = distributed.device_for(here, models.pick_device(cfg.model.device))
+    meter = energy.start(cfg.energy, device, measure=here.is_local_main)  # device time; energy: once per machine
+    try:
+        return train_and_save(cfg, rows, device, here, meter, resume, callbacks)
+    finally:
+        meter.stop()  # a failed run too: codecarbon's thread ends
+
+
+def train_and_save(cfg: RunConfig, rows, device, here, meter, resume: bool, callbacks: tuple) -> RunResult:
     task = models.resolve_task(cfg.model)  # from the model's config alone
     probe = forgetting.load_probe(cfg.forgetting) if cfg.forgetting.enabled and task == CAUSAL_LM else None
     run_dir = RunDir(cfg.train.output_dir)
     method = methods.get(cfg.method.name)
-    device = distributed.device_for(here, models.pick_device(cfg.model.device))
     compute_dtype = models.pick_dtype(cfg.model.dtype, device)
 
     tokenizer = models.load_tokenizer(cfg.model)
@@ -72,6 +80,7 @@ def run(cfg: RunConfig, *, resume: bool = False, callbacks: tuple = ()) -> RunRe
         metrics = collect_metrics(trainer, output.metrics, model, built, fresh_eval=moved)
     score_result(cfg, trainer, tokenizer, metrics, held_out, probe, base_probe)
     artifact_dir = save_result(run_dir, method, trainer, tokenizer, here)
+    metrics["compute"] = energy.combine(distributed.gather(meter.stop()))  # every process's device time
     if here.is_main:
         finish(cfg, run_dir, metrics, trainer, method.artifact)
     info(f"[bold green]run complete[/]: {run_dir.path} ({method.artifact} in {artifact_dir.name}/)")
@@ -158,6 +167,7 @@ def finish(cfg: RunConfig, run_dir: RunDir, metrics: dict[str, Any], trainer, ar
         artifacts.write_json(run_dir.path / "metrics.json", metrics)
     else:
         artifacts.finish(run_dir, metrics, dataclasses.asdict(trainer.state), artifact)
+    info(f"compute: {energy.describe(metrics['compute'])}")
     if report is not None:
         info(forgetting.summary(report))
         forgetting.enforce(report, cfg.forgetting)  # raises when fatal, else warns about exceeded limits

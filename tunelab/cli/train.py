@@ -33,7 +33,10 @@ def train(
     cfg = cfgmod.load(config, overrides)
     if nproc > 1:
         raise typer.Exit(start_processes(cfg, nproc, [str(config), *(overrides or [])], resume))
+    from tunelab.training import distributed
+
     result = trainmod.run(cfg, resume=resume)
+    distributed.stop()
     if is_main_process():
         print(json.dumps({"run_dir": str(result.run_dir), "artifact": str(result.artifact_dir)}))
 

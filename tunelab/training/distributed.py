@@ -75,6 +75,12 @@ def start(cfg: RunConfig) -> World:
     return here
 
 
+def stop() -> None:
+    """Leave the process group (at the end of a multi-process command): the launcher sees a clean exit at once."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def die_with_launcher() -> None:
     """Linux: this process gets SIGKILL when its launcher dies (kill -9 of `tunelab train --nproc`, a lost
     job): left running, orphaned ranks would go on writing checkpoints that a `--resume` is about to read."""
