@@ -91,7 +91,8 @@ def test_the_window_decides_how_many_passages_fit_and_the_arm_says_so(setup, tin
 
 def test_compare_refuses_a_folder_that_is_not_an_index_before_any_model_loads(setup, tiny_model_dir, tmp_path):
     config, test = compare_config(tmp_path, tiny_model_dir)
-    result = run_cli(["compare", str(config), "--data", str(test), "--index", str(tmp_path)])
+    out = ["--output-dir", str(tmp_path / "compare")]  # not the default runs/compare, which a user may have
+    result = run_cli(["compare", str(config), "--data", str(test), "--index", str(tmp_path), *out])
     assert result.exit_code == 2 and "not a tunelab index (no index.json)" in result.output
 
 
