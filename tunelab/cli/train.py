@@ -13,9 +13,7 @@ from tunelab.console import console
 from tunelab.errors import TrainingFailedError
 
 
-@app.command(
-    epilog="Example:  tunelab train configs/lora.yaml train.max_steps=50 --resume  (--nproc 2: two processes)"
-)
+@app.command(epilog="Example:  tunelab train configs/lora.yaml train.max_steps=50 --resume --nproc 2")
 def train(
     config: ConfigArg,
     overrides: OverridesArg = None,
