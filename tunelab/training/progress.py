@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 
 from tqdm.auto import tqdm
 from transformers import TrainerCallback
@@ -30,7 +31,7 @@ class LiveProgress(TrainerCallback):
         evals = {k: v for k, v in logs.items() if k.startswith("eval_") and isinstance(v, float)}
         if evals:
             text = ", ".join(f"{k}={v:.4f}" for k, v in evals.items() if not k.endswith(("_runtime", "per_second")))
-            tqdm.write(f"step {state.global_step}: {text}")
+            tqdm.write(f"step {state.global_step}: {text}", file=sys.stderr)  # stdout is for results (JSON)
 
     def on_train_end(self, args, state, control, **kwargs):
         if self.bar is not None:
