@@ -35,7 +35,7 @@ from tunelab.console import info
 from tunelab.data.preference import Judged, Pair, PreferenceSet, Prompted
 from tunelab.data.templates import render_prompt
 from tunelab.evaluation.rewards import reward_functions
-from tunelab.training import activation_checkpointing
+from tunelab.training import activation_checkpointing, distributed
 from tunelab.training.trainer import FiniteLoss, argument_values, standard_callbacks
 
 DATA_DIR = "preference_data"  # in the run directory: the rows and TRL's caches (tokenized rows, reference log-probs)
@@ -177,13 +177,15 @@ def stored_rows(run_dir: RunDir, split: str, rows: list[dict[str, Any]]):
     folder = run_dir.path / DATA_DIR / split
     digest = hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()
     stamp = folder / "rows.sha256"
-    if not (stamp.is_file() and stamp.read_text() == digest):
+    # Several processes: the main one writes, the others wait, then all read the same folder (and TRL's caches).
+    if distributed.world().is_main and not (stamp.is_file() and stamp.read_text() == digest):
         tmp = folder.with_name(f".{split}.tmp-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         Dataset.from_list(rows).save_to_disk(str(tmp))
         (tmp / "rows.sha256").write_text(digest)
         folder.parent.mkdir(parents=True, exist_ok=True)
         replace_dir(tmp, folder)
+    distributed.barrier()
     return load_from_disk(str(folder))
 
 
