@@ -68,22 +68,32 @@ def adapter(run_dir: Path) -> dict[str, torch.Tensor]:
     return load_file(str(run_dir / "adapter" / "adapter_model.safetensors"))
 
 
-def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], start=None) -> None:
+    """a == b up to float32 rounding: within 0.1% of the largest change training made (from `start`, a whole
+    model's weights; for LoRA, from B's zeros). A wrong global batch or loss average is off by 10% or more."""
     assert a.keys() == b.keys()
-    assert any(k.endswith("lora_B.weight") and a[k].abs().max() > 1e-4 for k in a), "nothing trained"
+    changes = [(a[k] - start[k]) if start is not None else a[k] for k in a if start is not None or "lora_B" in k]
+    moved = max(change.abs().max().item() for change in changes)
+    assert moved > 1e-3, "nothing trained"
     worst = max((a[k] - b[k]).abs().max().item() for k in a)
-    assert worst < 1e-5, f"weights differ by up to {worst}"
+    assert worst < 1e-3 * moved, f"weights differ by up to {worst} (training moved them by up to {moved})"
 
 
 def test_two_processes_train_the_weights_of_one_with_the_same_global_batch(tmp_path, tiny_model_dir):
-    # Padding-free batches here; padded ones in the resume test below.
+    # A full fine-tune with L2-SP here (the anchor reads the weights past DDP's wrapper), padding-free batches;
+    # LoRA and padded batches in the resume test below.
     one, two = configs(tmp_path, tiny_model_dir, max_steps=4, padding_free=True)
-    child = launch(two, "energy.enabled=true", log=tmp_path / "two.log")
-    assert run_cli(["train", str(one)]).exit_code == 0  # meanwhile, the same run in one process
+    full = ["method.name=full", "forgetting.l2_to_base=0.01"]
+    child = launch(two, *full, "energy.enabled=true", log=tmp_path / "two.log")
+    # Meanwhile, the same run in one process, with the loss computed as several processes compute it (the model's
+    # own): the sparse head's gradients differ by ~2e-6 in near-zero embedding entries, which Adam, dividing by
+    # their size, turns into weights 2.6e-4 apart after 4 steps (measured); the same head gives 1.4e-6.
+    assert run_cli(["train", str(one), *full, "train.sparse_lm_head=false"]).exit_code == 0
     output = finish(child, tmp_path / "two.log")
     assert child.returncode == 0, output[-3000:]
 
-    assert_same_weights(adapter(tmp_path / "one" / "run"), adapter(tmp_path / "two" / "run"))
+    weights = [load_file(str(tmp_path / name / "run" / "model" / "model.safetensors")) for name in ("one", "two")]
+    assert_same_weights(*weights, start=load_file(str(tiny_model_dir / "model.safetensors")))
     # One main process: it alone printed, scored the probe into the logs, and wrote the TensorBoard events.
     assert output.count('{"run_dir": ') == 1 and output.count("run complete") == 1
     assert output.count("retention probe on the result") == 1
@@ -229,5 +239,5 @@ def test_the_strategy_reaches_training_arguments(tmp_path, tiny_model_dir):
         load(two, ["distributed.strategy=deepspeed", "distributed.zero_stage=3"]), model
     )
     assert zero3["deepspeed"]["zero_optimization"]["stage"] == 3
-    ddp = distributed.training_arguments(load(two, ["distributed.timeout_s=30"]), model)
-    assert ddp == {"ddp_timeout": 30, "ddp_find_unused_parameters": False}
+    ddp = distributed.training_arguments(load(two, ["distributed.timeout_s=300"]), model)
+    assert ddp == {"ddp_timeout": 300, "ddp_find_unused_parameters": False}

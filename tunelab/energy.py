@@ -354,6 +354,8 @@ def scaled(value: float, units: tuple[str, str, str]) -> str:
 
 def number(value: float) -> str:
     """Two significant digits for small numbers (0.0028, 0.45, 3.1), whole numbers from 100 up."""
+    if not math.isfinite(value):  # a counter read wrong must not fail the line that reports it
+        return str(value)
     if value >= 100:
         return f"{value:,.0f}"
     if value <= 0:

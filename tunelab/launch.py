@@ -110,7 +110,8 @@ def processes(nproc: int, command: list[str], gpus: int) -> int:
 
     threads = max(1, (os.cpu_count() or 1) // nproc) if not gpus else 1
     flags = ["--multi_gpu", "--num_processes", str(nproc), "--num_machines", "1", "--mixed_precision", "no"]
-    flags += ["--dynamo_backend", "no", "--main_process_port", str(free_port()), "--quiet"]
+    # --gpu_ids all: every GPU, whatever a user's saved `accelerate config` lists (it would set CUDA_VISIBLE_DEVICES).
+    flags += ["--dynamo_backend", "no", "--main_process_port", str(free_port()), "--quiet", "--gpu_ids", "all"]
     flags += ["--num_cpu_threads_per_process", os.environ.get("OMP_NUM_THREADS", str(threads))]
     args = launch_command_parser().parse_args([*flags, "-m", "tunelab", *command])
     try:
@@ -122,7 +123,7 @@ def processes(nproc: int, command: list[str], gpus: int) -> int:
 
 def free_port() -> int:
     """A port nothing listens on now, for the processes' rendezvous (two runs on one machine must not share)."""
-    import socket
+    import socket  # only when launching
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

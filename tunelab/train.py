@@ -40,10 +40,11 @@ class RunResult:
 def run(cfg: RunConfig, *, resume: bool = False, callbacks: tuple = ()) -> RunResult:
     """Train as the config says and write a complete run directory. Extra TrainerCallbacks are optional.
     Under a launcher every process runs this; only the main one writes the run directory and prints."""
-    here = distributed.start(cfg)  # one process, or one of several a launcher started (they join here)
+    picked = models.pick_device(cfg.model.device)
+    here = distributed.start(cfg, picked)  # one process, or one of several a launcher started (they join here)
     rows = preflight(cfg, resume)  # every check that needs no weights: data rows read and converted, once
-    cfg = distributed.from_main(planning.fit_time_budget(cfg))  # train.time_budget: the steps that fit (estimate)
-    device = distributed.device_for(here, models.pick_device(cfg.model.device))
+    cfg = distributed.from_main(planning.fit_time_budget(cfg, here.size))  # train.time_budget: the steps that fit
+    device = distributed.device_for(here, picked)
     meter = energy.start(cfg.energy, device, measure=here.is_local_main)  # device time; energy: once per machine
     try:
         return train_and_save(cfg, rows, device, here, meter, resume, callbacks)
@@ -205,19 +206,18 @@ def prepare_output_dir(cfg: RunConfig, run_dir: RunDir, resume: bool) -> None:
 
 
 def resume_point(run_dir: RunDir, resume: bool, here: distributed.World) -> str | None:
-    """The newest complete checkpoint; half-written ones (a crash mid-save) are removed, never trusted."""
+    """The newest complete checkpoint; half-written ones (a crash mid-save) are removed, never trusted. The main
+    process chooses, and every process resumes from its choice."""
     if not resume:
         return None
+    choice = None
     if here.is_main:
         for partial in artifacts.remove_incomplete_checkpoints(run_dir):
             info(f"removed incomplete checkpoint {partial.name} (the run stopped while writing it)")
-    distributed.barrier()
-    complete = artifacts.complete_checkpoints(run_dir)
-    if not complete:
-        info("--resume: no complete checkpoint yet, starting from the beginning")
-        return None
-    info(f"resuming from {complete[-1].name}")
-    return str(complete[-1])
+        complete = artifacts.complete_checkpoints(run_dir)
+        choice = str(complete[-1]) if complete else None
+        info(f"resuming from {Path(choice).name}" if choice else "--resume: no complete checkpoint yet, starting over")
+    return distributed.from_main(choice)
 
 
 def final_evaluation(trainer, fresh: bool = False) -> dict[str, Any]:

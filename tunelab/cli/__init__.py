@@ -12,7 +12,7 @@ import typer
 
 from tunelab.cli import usage
 from tunelab.cli.app import _split, app
-from tunelab.console import console
+from tunelab.console import console, info
 from tunelab.errors import TunelabError
 
 # Each stage's module registers its commands on `app` when imported; this order is the order of `tunelab --help`.
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> None:
         code = 130
     # typer turns Ctrl-C into Exit(130), which a non-standalone call returns instead of raising.
     if code == 130:
-        console.print("[yellow]interrupted[/] (a training run stopped this way stays incomplete; --resume goes on)")
+        info("[yellow]interrupted[/] (a training run stopped this way stays incomplete; --resume goes on)")
         sys.exit(130)
     if isinstance(code, int) and code:
         sys.exit(code)

@@ -31,8 +31,8 @@ class DistributedConfig(Strict):
         2, description="deepspeed: ZeRO stage 2 (optimizer state + gradients sharded) or 3 (parameters too)."
     )
     timeout_s: int = Field(
-        600,
-        ge=10,
+        1800,
+        ge=120,  # above the longest wait before the last collective step (the energy reading's, 90 s at most)
         description="How long a process waits for the others at a collective step before the run fails "
         "(a crashed process then stops the whole run instead of hanging it).",
     )

@@ -29,24 +29,28 @@ class TrainingTime:
         return self.steps * self.seconds_per_step
 
 
-def training_time(cfg: RunConfig) -> TrainingTime | None:
-    """The configured method's estimated training time here; None where the planner cannot tell (no rows)."""
-    result = plan(cfg)
+def training_time(cfg: RunConfig, nproc: int = 1) -> TrainingTime | None:
+    """The configured method's estimated training time here, in `nproc` processes (each step then takes a global
+    batch N times larger); None where the planner cannot tell (no rows)."""
+    result = plan(cfg, nproc)
     row = next(r for r in result.rows if r.label == result.configured)
-    per_epoch = result.tokens.steps_per_epoch
-    if row.seconds_per_step is None or not per_epoch:
+    per_epoch, per_step = result.tokens.steps_per_epoch, row.seconds_per_step
+    if result.processes is not None and row.per_process is not None:
+        per_epoch, per_step = result.processes.steps_per_epoch, row.per_process.seconds_per_step
+    if per_step is None or not per_epoch:
         return None
     t = cfg.train
     steps = t.max_steps if t.max_steps > 0 else math.ceil(t.num_train_epochs * per_epoch)
-    return TrainingTime(row.seconds_per_step, steps, per_epoch)
+    return TrainingTime(per_step, steps, per_epoch)
 
 
-def fit_time_budget(cfg: RunConfig) -> RunConfig:
-    """`cfg` with max_steps cut to what fits train.time_budget (unchanged when all of it fits, or no budget)."""
+def fit_time_budget(cfg: RunConfig, nproc: int = 1) -> RunConfig:
+    """`cfg` with max_steps cut to what fits train.time_budget (unchanged when all of it fits, or no budget), in
+    `nproc` processes."""
     if cfg.train.time_budget is None:
         return cfg
     budget = duration_seconds(cfg.train.time_budget)
-    estimate = training_time(cfg)
+    estimate = training_time(cfg, nproc)
     if estimate is None:
         raise ConfigError("train.time_budget: the planner cannot estimate this run's time (no training rows)")
     fitting = math.floor(budget / estimate.seconds_per_step)

@@ -58,14 +58,16 @@ def world() -> World:
     return World(int(env.get("RANK", 0)), int(env.get("LOCAL_RANK", 0)), int(env.get("WORLD_SIZE", 1)))
 
 
-def start(cfg: RunConfig) -> World:
+def start(cfg: RunConfig, device: torch.device) -> World:
     """Join the other processes (accelerate's PartialState: nccl on CUDA, gloo on CPU) with the config's
     timeout, so a process that died or hangs fails the others at their next collective step."""
     here = world()
     if here.several:
-        from accelerate import PartialState
+        if device.type == "mps":
+            raise ConfigError("several processes on an Apple GPU (mps): not supported; train in one process")
+        from accelerate import PartialState  # ~1 s; only with several processes
 
-        PartialState(timeout=timedelta(seconds=cfg.distributed.timeout_s))
+        PartialState(cpu=device.type == "cpu", timeout=timedelta(seconds=cfg.distributed.timeout_s))
         die_with_launcher()
         if not here.is_main:  # one set of loading bars and warnings: the main process's
             from transformers.utils import logging as transformers_logging
@@ -108,8 +110,9 @@ def gather(value: Any) -> list[Any]:
     return values
 
 
-# The methods FSDP is tested with here (tests/test_distributed.py): a LoRA adapter and the whole model.
-FSDP_METHODS = ("lora", "full")
+# The methods that shard (FSDP, DeepSpeed): a LoRA adapter and the whole model, whose save is save_pretrained, which
+# takes gathered weights.
+SHARDED_METHODS = ("lora", "full")
 
 
 def check(cfg: RunConfig) -> list[str]:
@@ -120,17 +123,17 @@ def check(cfg: RunConfig) -> list[str]:
             "distributed.strategy: deepspeed, but deepspeed is not installed. Fix: pip install deepspeed (CUDA "
             "machines), or distributed.strategy: fsdp (it shards like ZeRO-3)"
         )
-    if strategy == "fsdp" and on_cpu(cfg):
+    if strategy != "ddp" and on_cpu(cfg):
         # accelerate 1.16 shards only on accelerators: its multi-process CPU mode is DDP (accelerate/state.py), though
         # torch's FSDP2 itself runs on CPU with gloo (tests/test_distributed.py gathers and saves a sharded model).
         problems.append(
-            "distributed.strategy: fsdp on CPU: accelerate shards with FSDP on GPUs only. Fix: distributed.strategy: "
-            "ddp on CPU (every process holds the whole model)"
+            f"distributed.strategy: {strategy} on CPU: accelerate shards with FSDP and DeepSpeed on GPUs only. "
+            "Fix: distributed.strategy: ddp on CPU (every process holds the whole model)"
         )
-    if strategy == "fsdp" and cfg.method.name not in FSDP_METHODS:
+    if strategy != "ddp" and cfg.method.name not in SHARDED_METHODS:
         problems.append(
-            f"distributed.strategy: fsdp with method {cfg.method.name}: tunelab shards {' and '.join(FSDP_METHODS)} "
-            "only. Fix: distributed.strategy: ddp"
+            f"distributed.strategy: {strategy} with method {cfg.method.name}: tunelab shards "
+            f"{' and '.join(SHARDED_METHODS)} only. Fix: distributed.strategy: ddp"
         )
     if strategy != "ddp" and (cfg.forgetting.l2_to_base or cfg.forgetting.merge_back):
         problems.append(
@@ -143,19 +146,20 @@ def check(cfg: RunConfig) -> list[str]:
 def whole_state_dict(trainer) -> dict[str, Any] | None:
     """Sharded weights gathered whole; every process must call it. None where each process already holds whole
     weights (one process, DDP)."""
-    if trainer.is_deepspeed_enabled:  # ZeRO-3 gathers through deepspeed (stage3_gather_16bit_weights_on_model_save)
-        return trainer.accelerator.get_state_dict(trainer.model_wrapped)
+    if trainer.is_deepspeed_enabled:  # ZeRO-2 keeps whole weights in every process; ZeRO-3 gathers (in 16 bits)
+        stage3 = trainer.accelerator.state.deepspeed_plugin.zero_stage == 3
+        return trainer.accelerator.get_state_dict(trainer.model_wrapped) if stage3 else None
     return gathered(trainer.model)
 
 
 def gathered(model) -> dict[str, Any] | None:
     """FSDP2's sharded (DTensor) parameters gathered into whole CPU tensors on the main process (an empty dict on
     the others), by torch.distributed.checkpoint; None for a model that is not sharded."""
-    from torch.distributed.tensor import DTensor
+    from torch.distributed.tensor import DTensor  # loaded already wherever FSDP2 sharded the model
 
     if not any(isinstance(p, DTensor) for p in model.parameters()):
         return None
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict  # as above
 
     return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 

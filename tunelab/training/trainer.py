@@ -92,7 +92,8 @@ class TunelabTrainer(FiniteLoss, Trainer):
             return loss
         # forgetting.l2_to_base, once per optimizer step over its micro-batches: a share of it in each, unless
         # Trainer.training_step divides the whole loss by the accumulation steps itself.
-        penalty = self.anchor_weight * self.anchor.squared_distance(model)
+        # The model itself, not Trainer's DDP wrapper (whose parameter names gain a `module.` prefix).
+        penalty = self.anchor_weight * self.anchor.squared_distance(self.accelerator.unwrap_model(model))
         if not self.trainer_divides_loss(num_items_in_batch):
             penalty = penalty / self.current_gradient_accumulation_steps
         return (loss[0] + penalty, *loss[1:]) if return_outputs else loss + penalty
