@@ -108,6 +108,7 @@ class Meter:
     abandoned: bool = False
     log_mark: int = 0
     report: dict[str, Any] | None = None
+    gpus: int | None = None  # the machine's GPUs this run uses (its processes'): the first N; None: every one
 
     def stop(self) -> dict[str, Any]:
         """This process's report (JSON-serialisable): device, hours, and the energy it measured or why not. The
@@ -157,6 +158,8 @@ class Meter:
                 emissions_endpoint=None,
                 electricitymaps_api_token=None,
                 allow_multiple_runs=True,  # its lock file would also take over SIGINT/SIGTERM
+                # `--nproc 2` on an 8-GPU machine runs on GPUs 0 and 1: count those, not all eight.
+                **({"gpu_ids": list(range(self.gpus))} if self.gpus else {}),
                 log_level="warning",
             )
             tracker.start()
@@ -172,10 +175,10 @@ class Meter:
             tracker.stop()
 
 
-def start(settings: EnergyConfig, device: torch.device, measure: bool) -> Meter:
+def start(settings: EnergyConfig, device: torch.device, measure: bool, gpus: int | None = None) -> Meter:
     """Begin timing this process's `device`; with `measure` (one process per machine) and settings.enabled, also
     begin measuring the whole machine's energy with codecarbon, offline. Never raises for codecarbon's sake."""
-    meter = Meter(device_name(device), settings, measuring=measure)
+    meter = Meter(device_name(device), settings, measuring=measure, gpus=gpus)
     if settings.enabled and measure:
         quiet_codecarbon()
         meter.log_mark = CODECARBON_LOG.count

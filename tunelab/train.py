@@ -45,7 +45,8 @@ def run(cfg: RunConfig, *, resume: bool = False, callbacks: tuple = ()) -> RunRe
     rows = preflight(cfg, resume)  # every check that needs no weights: data rows read and converted, once
     cfg = distributed.from_main(planning.fit_time_budget(cfg, here.size))  # train.time_budget: the steps that fit
     device = distributed.device_for(here, picked)
-    meter = energy.start(cfg.energy, device, measure=here.is_local_main)  # device time; energy: once per machine
+    gpus = here.local_size if device.type == "cuda" and here.several else None  # one GPU per process
+    meter = energy.start(cfg.energy, device, here.is_local_main, gpus)  # device time; energy: once per machine
     try:
         return train_and_save(cfg, rows, device, here, meter, resume, callbacks)
     finally:

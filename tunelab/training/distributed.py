@@ -30,6 +30,9 @@ from tunelab import models
 from tunelab.config.schema import RunConfig
 from tunelab.errors import ConfigError, TunelabError
 
+# What torchrun (under accelerate launch too) tells each process, in World's order, and the one-process values.
+LAUNCHER_VARIABLES = (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_WORLD_SIZE", "1"))
+
 
 @dataclass(frozen=True)
 class World:
@@ -38,6 +41,7 @@ class World:
     rank: int = 0
     local_rank: int = 0
     size: int = 1
+    local_size: int = 1  # the processes on this machine
 
     @property
     def is_main(self) -> bool:
@@ -55,7 +59,8 @@ class World:
 
 def world() -> World:
     env = os.environ
-    return World(int(env.get("RANK", 0)), int(env.get("LOCAL_RANK", 0)), int(env.get("WORLD_SIZE", 1)))
+    numbers = (env.get(name, default) for name, default in LAUNCHER_VARIABLES)
+    return World(*(int(number) for number in numbers))
 
 
 def start(cfg: RunConfig, device: torch.device) -> World:
@@ -161,7 +166,9 @@ def gathered(model) -> dict[str, Any] | None:
         return None
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict  # as above
 
-    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    # ignore_frozen_params: a LoRA artifact is its trainable weights; the frozen base would only fill rank 0's memory.
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=True)
+    return get_model_state_dict(model, options=options)
 
 
 def save_with(state_dict: dict[str, Any]):
