@@ -85,6 +85,8 @@ def train_and_save(cfg: RunConfig, rows, device, here, meter, resume: bool, call
     metrics["compute"] = energy.combine(distributed.gather(meter.stop()))  # every process's device time
     if here.is_main:
         finish(cfg, run_dir, metrics, trainer, method.artifact)
+    elif "forgetting" in metrics:  # a forgetting limit made fatal fails every process, not the main one alone
+        forgetting.enforce(metrics["forgetting"], cfg.forgetting)
     info(f"[bold green]run complete[/]: {run_dir.path} ({method.artifact} in {artifact_dir.name}/)")
     return RunResult(run_dir.path, artifact_dir, metrics)
 
