@@ -122,8 +122,15 @@ def test_bad_searches_fail_in_one_line_before_any_model_loads(tmp_path, tiny_mod
     assert "Traceback" not in result.output and not (tmp_path / "run").exists()
 
 
+def test_time_budget_counts_steps_of_the_global_batch_of_all_processes(tmp_path, tiny_model_dir):
+    cfg = config.load(search_config(tmp_path, tiny_model_dir), ["train.max_steps=-1", "data.val_size=null"])
+    one, two = budget.training_time(cfg), budget.training_time(cfg, nproc=2)
+    assert one.steps_per_epoch >= 4, "too few steps to tell"
+    assert two.steps_per_epoch == -(-one.steps_per_epoch // 2) and two.steps == two.steps_per_epoch
+
+
 def test_time_budget_sets_the_steps_that_fit(tmp_path, tiny_model_dir, monkeypatch):
-    monkeypatch.setattr(budget, "training_time", lambda cfg: budget.TrainingTime(2.0, 100, 50))
+    monkeypatch.setattr(budget, "training_time", lambda cfg, nproc=1: budget.TrainingTime(2.0, 100, 50))
     cfg = config.load(search_config(tmp_path, tiny_model_dir), ["train.max_steps=-1", "train.time_budget=1m"])
     assert budget.fit_time_budget(cfg).train.max_steps == 30  # 60 s / 2 s per step
     roomy = config.load(search_config(tmp_path, tiny_model_dir), ["train.max_steps=-1", "train.time_budget=1h"])
