@@ -590,3 +590,15 @@ def test_plan_json_and_table_with_processes_mark_the_configured_strategy(
     assert table.exit_code == 0, table.output
     assert "fsdp (configured)" in table.output and "per process, 2 processes" in table.output
     assert "no communication time" in table.output
+
+
+def test_sharding_strategies_never_recommend_a_method_the_preflight_refuses(tmp_path, tiny_model_dir, machine_cache):
+    from tunelab.training.distributed import SHARDED_METHODS
+
+    cfg = config.load(write_config(tmp_path, tiny_model_dir), ["distributed.strategy=fsdp"])
+    two = planner.plan(cfg, nproc=2)
+    judged = [(row, planner.candidate(row, two.processes)) for row in two.rows if row.per_process is not None]
+    assert {row.method["name"] for row, _ in judged} - set(SHARDED_METHODS), "no refused method to judge"
+    for row, candidate in judged:
+        assert (candidate.memory is None) == (row.method["name"] not in SHARDED_METHODS), row.label
+    assert two.recommendation.label in SHARDED_METHODS
