@@ -30,7 +30,10 @@ def train(
 
     cfg = cfgmod.load(config, overrides)
     if nproc > 1:
-        raise typer.Exit(start_processes(cfg, nproc, [str(config), *(overrides or [])], resume))
+        code = start_processes(cfg, nproc, [str(config), *(overrides or [])], resume)
+        if code == 130:  # Ctrl-C: the main training process has said "interrupted" already
+            raise SystemExit(130)
+        raise typer.Exit(code)
     from tunelab.training import distributed
 
     result = trainmod.run(cfg, resume=resume)
