@@ -221,6 +221,10 @@ def test_mistakes_are_said_once_before_any_process_starts(tmp_path, tiny_model_d
     deepspeed = run_cli(["train", str(two), "distributed.strategy=deepspeed", "--nproc", "2"])
     assert deepspeed.exit_code == 2 and "deepspeed is not installed" in deepspeed.output
     assert run_cli(["train", str(two), "--nproc", "0"]).exit_code == 2
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")  # an accelerate config that asks for FSDP
+    mismatch = run_cli(["train", str(two), "--nproc", "2"])
+    assert mismatch.exit_code == 2 and "accelerate config asks for fsdp" in mismatch.output
+    monkeypatch.delenv("ACCELERATE_USE_FSDP")
     monkeypatch.setenv("LOCAL_RANK", "0")  # as under torchrun / accelerate launch
     nested = run_cli(["train", str(two), "--nproc", "2"])
     assert nested.exit_code == 2 and "leave it out" in nested.output

@@ -128,6 +128,12 @@ def check(cfg: RunConfig) -> list[str]:
             "distributed.strategy: deepspeed, but deepspeed is not installed. Fix: pip install deepspeed (CUDA "
             "machines), or distributed.strategy: fsdp (it shards like ZeRO-3)"
         )
+    asked = launcher_strategy()
+    if asked and asked != strategy:
+        problems.append(
+            f"the launcher's accelerate config asks for {asked}, the run config for distributed.strategy: {strategy} "
+            f"(tunelab follows the run config). Fix: distributed.strategy: {asked}, or launch without that config"
+        )
     if strategy != "ddp" and on_cpu(cfg):
         # accelerate 1.16 shards only on accelerators: its multi-process CPU mode is DDP (accelerate/state.py), though
         # torch's FSDP2 itself runs on CPU with gloo (tests/test_distributed.py gathers and saves a sharded model).
@@ -178,6 +184,14 @@ def save_with(state_dict: dict[str, Any]):
         model.save_pretrained(directory, state_dict=state_dict, safe_serialization=True)
 
     return save
+
+
+def launcher_strategy() -> str | None:
+    """What `accelerate launch --config_file` (or `--use_fsdp`, `--use_deepspeed`) told the processes to use."""
+    for strategy, variable in (("fsdp", "ACCELERATE_USE_FSDP"), ("deepspeed", "ACCELERATE_USE_DEEPSPEED")):
+        if os.environ.get(variable, "").lower() == "true":
+            return strategy
+    return None
 
 
 def on_cpu(cfg: RunConfig) -> bool:
