@@ -10,7 +10,6 @@ import typer
 
 from tunelab.cli.app import ConfigArg, OverridesArg, app
 from tunelab.console import console
-from tunelab.errors import TrainingFailedError
 
 
 @app.command(epilog="Example:  tunelab train configs/lora.yaml train.max_steps=50 --resume --nproc 2")
@@ -30,7 +29,7 @@ def train(
 
     cfg = cfgmod.load(config, overrides)
     if nproc > 1:
-        code = start_processes(cfg, nproc, [str(config), *(overrides or [])], resume)
+        code = trainmod.run_in_processes(cfg, nproc, [str(config), *(overrides or [])], resume)
         if code == 130:  # Ctrl-C: the main training process has said "interrupted" already
             raise SystemExit(130)
         raise typer.Exit(code)
@@ -40,25 +39,6 @@ def train(
     distributed.stop()
     if is_main_process():
         print(json.dumps({"run_dir": str(result.run_dir), "artifact": str(result.artifact_dir)}))
-
-
-def start_processes(cfg, nproc: int, arguments: list[str], resume: bool) -> int:
-    """`tunelab train` in `nproc` processes; the checks that need no weights run here first, so a mistake is
-    said once, not once per process."""
-    import torch
-
-    from tunelab import launch, models
-    from tunelab.training.preflight import preflight
-
-    preflight(cfg, resume)
-    gpus = torch.cuda.device_count() if models.pick_device(cfg.model.device).type == "cuda" else 0
-    code = launch.processes(nproc, ["train", *arguments, *(["--resume"] if resume else [])], gpus)
-    if code not in (0, 130):
-        raise TrainingFailedError(
-            f"training in {nproc} processes failed (exit code {code}); the run is not marked complete. "
-            "The failing process's error is above; `--resume` continues from the last complete checkpoint"
-        )
-    return code
 
 
 @app.command("inspect-data", epilog="Example:  tunelab inspect-data configs/lora.yaml")
