@@ -12,16 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from transformers import set_seed
 
-from tunelab import artifacts, data, energy, launch, methods, models, planning
+from tunelab import artifacts, data, energy, methods, models, planning
 from tunelab.artifacts import RunDir
 from tunelab.config import RunConfig, dump
 from tunelab.console import info
 from tunelab.data import vocabulary
 from tunelab.data.preference import PreferenceSet
-from tunelab.errors import TrainingFailedError
 from tunelab.evaluation import forgetting
 from tunelab.evaluation import preference as alignment
 from tunelab.methods import new_tokens
@@ -53,20 +51,6 @@ def run(cfg: RunConfig, *, resume: bool = False, callbacks: tuple = ()) -> RunRe
         return train_and_save(cfg, rows, device, here, meter, resume, callbacks)
     finally:
         meter.stop()  # a failed run too: codecarbon's thread ends
-
-
-def run_in_processes(cfg: RunConfig, nproc: int, arguments: list[str], resume: bool) -> int:
-    """`tunelab train ARGUMENTS` in `nproc` processes on this machine (accelerate's launcher); their exit code,
-    130 for Ctrl-C. The checks that need no weights run here first, so a mistake is said once, not per process."""
-    preflight(cfg, resume)
-    gpus = torch.cuda.device_count() if models.pick_device(cfg.model.device).type == "cuda" else 0
-    code = launch.processes(nproc, ["train", *arguments, *(["--resume"] if resume else [])], gpus)
-    if code not in (0, 130):
-        raise TrainingFailedError(
-            f"training in {nproc} processes failed (exit code {code}); the run is not marked complete. "
-            "The failing process's error is above; `--resume` continues from the last complete checkpoint"
-        )
-    return code
 
 
 def train_and_save(cfg: RunConfig, rows, device, here, meter, resume: bool, callbacks: tuple) -> RunResult:

@@ -24,15 +24,17 @@ def train(
 ) -> None:
     """Fine-tune a model as the config says; writes a self-describing run directory."""
     from tunelab import config as cfgmod
-    from tunelab import train as trainmod
-    from tunelab.console import is_main_process
 
     cfg = cfgmod.load(config, overrides)
     if nproc > 1:
-        code = trainmod.run_in_processes(cfg, nproc, [str(config), *(overrides or [])], resume)
+        from tunelab.training import processes  # checks and launches: it imports no trainer
+
+        code = processes.run(cfg, nproc, [str(config), *(overrides or [])], resume)
         if code == 130:  # Ctrl-C: the main training process has said "interrupted" already
             raise SystemExit(130)
         raise typer.Exit(code)
+    from tunelab import train as trainmod
+    from tunelab.console import is_main_process
     from tunelab.training import distributed
 
     result = trainmod.run(cfg, resume=resume)

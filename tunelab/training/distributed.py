@@ -29,7 +29,6 @@ import torch.distributed as dist
 from tunelab import models
 from tunelab.config.schema import RunConfig
 from tunelab.errors import ConfigError, TunelabError
-from tunelab.training.loss import unwrap
 
 # What torchrun (under accelerate launch too) tells each process, in World's order, and the one-process values.
 LAUNCHER_VARIABLES = (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_WORLD_SIZE", "1"))
@@ -232,6 +231,8 @@ def training_arguments(cfg: RunConfig, model) -> dict[str, Any]:
 
 def decoder_layer_classes(model) -> list[str]:
     """The model's repeated block (transformers' `_no_split_modules`, e.g. LlamaDecoderLayer)."""
+    from tunelab.training.loss import unwrap  # here: the preflight imports this module, and loss imports transformers
+
     inner = unwrap(model)
     names = list(getattr(inner, "_no_split_modules", None) or [])
     if not names:
