@@ -1,6 +1,7 @@
 """Training in several processes: `tunelab train --nproc 2` on CPU (gloo), the tiny model, real processes.
 
-DDP's weights equal one process's with the same global batch and seed; one run directory, one set of logs;
+DDP's weights equal one process's with the same global batch and seed (under torchrun); one run directory, one
+set of logs;
 a crashed process fails the run; `kill -9` of the launcher takes its processes with it, and `--resume` under
 the same launcher ends where an uninterrupted run does. FSDP: accelerate shards on GPUs only, so on this CPU
 the FSDP pieces that are ours (gathering sharded weights and saving them) run under torch's FSDP2 directly.
@@ -26,6 +27,7 @@ from tunelab.config import load
 from tunelab.training import distributed
 
 TUNELAB = Path(sys.executable).parent / "tunelab"
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
 # A constant rate: a run resumed with a different max_steps follows the same schedule as a straight one.
 SCHEDULE = {"learning_rate": 5e-3, "lr_scheduler_type": "constant", "save_steps": 100, "save_total_limit": None}
 
@@ -49,14 +51,15 @@ def configs(tmp_path: Path, model_dir: Path, **train) -> tuple[Path, Path]:
 
 
 def launch(config: Path, *args: str, log: Path) -> subprocess.Popen:
-    """`tunelab train CONFIG ARGS --nproc 2`, its output in `log` (a file: a pipe nobody reads could block it)."""
+    """`tunelab train CONFIG ARGS --nproc 2` (accelerate's launcher, started by tunelab)."""
+    return start([str(TUNELAB), "train", str(config), *args, "--nproc", "2"], log)
+
+
+def start(command: list[str], log: Path) -> subprocess.Popen:
+    """`command`, its output in `log` (a file: a pipe nobody reads could block it)."""
     with log.open("w") as out:
-        return subprocess.Popen(
-            [str(TUNELAB), "train", str(config), *args, "--nproc", "2"],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "TUNELAB_ALLOCATOR": "system"},
-        )
+        env = {**os.environ, "TUNELAB_ALLOCATOR": "system"}
+        return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
 
 
 def finish(child: subprocess.Popen, log: Path, timeout: float = 180) -> str:
@@ -81,10 +84,11 @@ def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], 
 
 def test_two_processes_train_the_weights_of_one_with_the_same_global_batch(tmp_path, tiny_model_dir):
     # A full fine-tune with L2-SP here (the anchor reads the weights past DDP's wrapper), padding-free batches;
-    # LoRA and padded batches in the resume test below.
+    # LoRA and padded batches in the resume test below. The command unchanged under torchrun here; the tests
+    # below start it with --nproc (accelerate's launcher).
     one, two = configs(tmp_path, tiny_model_dir, max_steps=4, padding_free=True)
     full = ["method.name=full", "forgetting.l2_to_base=0.01"]
-    child = launch(two, *full, "energy.enabled=true", log=tmp_path / "two.log")
+    child = start([*TORCHRUN, "-m", "tunelab", "train", str(two), *full, "energy.enabled=true"], tmp_path / "two.log")
     # Meanwhile, the same run in one process, with the loss computed as several processes compute it (the model's
     # own): the sparse head's gradients differ by ~2e-6 in near-zero embedding entries, which Adam, dividing by
     # their size, turns into weights 2.6e-4 apart after 4 steps (measured); the same head gives 1.4e-6.
@@ -203,8 +207,7 @@ def test_fsdp_sharded_adapter_is_gathered_and_loads_in_one_process_with_the_same
     script = tmp_path / "fsdp.py"
     script.write_text(FSDP_SCRIPT)
     out = tmp_path / "adapter"
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    done = subprocess.run([*torchrun, str(script), str(tiny_model_dir), str(out)], capture_output=True, text=True)
+    done = subprocess.run([*TORCHRUN, str(script), str(tiny_model_dir), str(out)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
 
     loaded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), out)
@@ -230,6 +233,21 @@ def test_mistakes_are_said_once_before_any_process_starts(tmp_path, tiny_model_d
     nested = run_cli(["train", str(two), "--nproc", "2"])
     assert nested.exit_code == 2 and "leave it out" in nested.output
     assert not (tmp_path / "two" / "run").exists()
+
+
+def test_the_rank_is_read_as_accelerate_reads_it_under_torchrun_and_mpi_launchers(monkeypatch):
+    from tunelab.console import is_main_process
+
+    for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    assert distributed.world() == distributed.World(0, 0, 1, 1) and is_main_process()
+    # mpirun (Open MPI) sets its own names; accelerate takes them on CPU, so tunelab must too.
+    for name, value in (("RANK", "1"), ("LOCAL_RANK", "1"), ("SIZE", "4"), ("LOCAL_SIZE", "2")):
+        monkeypatch.setenv(f"OMPI_COMM_WORLD_{name}", value)
+    assert distributed.world() == distributed.World(rank=1, local_rank=1, size=4, local_size=2)
+    assert not is_main_process()
+    monkeypatch.setenv("RANK", "0")  # torchrun's names first, as accelerate reads them
+    assert distributed.world().rank == 0 and is_main_process()
 
 
 def test_the_strategy_reaches_training_arguments(tmp_path, tiny_model_dir):

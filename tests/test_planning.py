@@ -10,7 +10,7 @@ import torch
 
 from tests.helpers import run_cli, write_config
 from tunelab import config, methods
-from tunelab.planning import estimate, machine, planner, recommend, shape
+from tunelab.planning import estimate, machine, planner, recommend, report, shape
 from tunelab.planning.activations import BlockTensors, block_saved_bytes
 from tunelab.planning.tokens import TokenStats, from_lengths
 
@@ -602,3 +602,11 @@ def test_sharding_strategies_never_recommend_a_method_the_preflight_refuses(tmp_
     for row, candidate in judged:
         assert (candidate.memory is None) == (row.method["name"] not in SHARDED_METHODS), row.label
     assert two.recommendation.label in SHARDED_METHODS
+    # The table and the JSON say so too: no memory under a sharding strategy, "no" with the reason.
+    refused = next(row for row, _ in judged if row.method["name"] not in SHARDED_METHODS)
+    cells = report.process_row_cells(refused, two)
+    assert cells[2] != "-" and cells[3:6] == ("-", "-", "-") and cells[6] == "no: fsdp shards lora and full only"
+    fits = report.per_process_dict(refused, two.processes, two.available)["fits"]
+    assert not fits["fsdp"] and not fits["zero2"] and not fits["zero3"]
+    lora = next(row for row, _ in judged if row.method["name"] == "lora")
+    assert "-" not in report.process_row_cells(lora, two)[2:6]

@@ -14,9 +14,14 @@ console = Console(stderr=True, highlight=False)
 logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 
+# The rank as accelerate reads it (accelerate.utils.environment): torchrun's, else an MPI launcher's. Read here
+# without importing accelerate: the console is imported by every command, and accelerate brings torch (1 s).
+RANK_VARIABLES = ("RANK", "PMI_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK")
+
+
 def is_main_process() -> bool:
-    """Rank 0 of a multi-process run (launchers set RANK), or a single process: the one that prints and writes."""
-    return os.environ.get("RANK", "0") == "0"
+    """Rank 0 of a multi-process run, or a single process: the one that prints and writes."""
+    return next((os.environ[name] for name in RANK_VARIABLES if name in os.environ), "0") == "0"
 
 
 def info(message: str) -> None:

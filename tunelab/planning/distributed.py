@@ -37,6 +37,7 @@ from tunelab.config import RunConfig
 from tunelab.planning.estimate import MemoryEstimate
 from tunelab.planning.shape import Layout
 from tunelab.planning.tokens import TokenStats
+from tunelab.training.distributed import SHARDED_METHODS
 
 # What each strategy divides by the process count; the keys are the table's columns, in order.
 SHARDED = {
@@ -53,6 +54,16 @@ CAPTION = (
     f"+ {GATHERED_LAYERS} decoder layers and the root unit gathered; zero2 = gradients, AdamW states / N; each with "
     "its own batch's activations. Time: rows split over N, no communication time modelled."
 )
+
+
+def trains(method_name: str | None, strategy: str) -> bool:
+    """Whether the preflight lets the method train under the strategy (a SHARDED key): the sharding ones take
+    SHARDED_METHODS only (tunelab.training.distributed.check)."""
+    return strategy == "ddp" or method_name in SHARDED_METHODS
+
+
+def refusal(strategy: str) -> str:
+    return f"{strategy} shards {' and '.join(SHARDED_METHODS)} only"
 
 
 @dataclass(frozen=True)

@@ -53,10 +53,13 @@ def per_process_dict(row: MethodPlan, spread: distributed.Processes, available: 
     """Each strategy's peak memory per process and whether N of them fit; the time per epoch with N processes."""
     if row.per_process is None:
         return None
-    per = row.per_process
+    per, method = row.per_process, row.method.get("name")
     return {
         "memory_bytes": {name: memory.as_dict() for name, memory in per.memory.items()},
-        "fits": {name: recommend.fits(spread.needed(m.total), available) for name, m in per.memory.items()},
+        "fits": {  # a strategy the preflight refuses for this method: false, whatever the memory
+            name: distributed.trains(method, name) and recommend.fits(spread.needed(m.total), available)
+            for name, m in per.memory.items()
+        },
         "seconds_per_epoch": per.seconds_per_epoch,
         "seconds_per_step": per.seconds_per_step,
     }
@@ -159,9 +162,14 @@ def process_row_cells(row: MethodPlan, result: Plan) -> tuple[str, ...]:
     dashes = ("-",) * len(distributed.SHARDED)
     if row.per_process is None:
         return label, "-", *dashes, f"no: {row.unavailable}", "-"
-    memory = row.per_process.memory
-    verdict = fit_verdict(spread.needed(memory[spread.strategy].total), result.available)
-    per_strategy = tuple(recommend.gb(memory[name].total) for name in distributed.SHARDED)
+    memory, method = row.per_process.memory, row.method.get("name")
+    per_strategy = tuple(
+        recommend.gb(memory[name].total) if distributed.trains(method, name) else "-" for name in distributed.SHARDED
+    )
+    if not distributed.trains(method, spread.strategy):
+        verdict = f"no: {distributed.refusal(spread.strategy)}"
+    else:
+        verdict = fit_verdict(spread.needed(memory[spread.strategy].total), result.available)
     return label, trainable_cell(row), *per_strategy, verdict, duration(row.per_process.seconds_per_epoch)
 
 

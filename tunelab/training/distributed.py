@@ -30,9 +30,6 @@ from tunelab import models
 from tunelab.config.schema import RunConfig
 from tunelab.errors import ConfigError, TunelabError
 
-# What torchrun (under accelerate launch too) tells each process, in World's order, and the one-process values.
-LAUNCHER_VARIABLES = (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_WORLD_SIZE", "1"))
-
 
 @dataclass(frozen=True)
 class World:
@@ -58,9 +55,12 @@ class World:
 
 
 def world() -> World:
-    env = os.environ
-    numbers = (env.get(name, default) for name, default in LAUNCHER_VARIABLES)
-    return World(*(int(number) for number in numbers))
+    """This process's place as accelerate reads it: torchrun's variables (RANK, LOCAL_RANK, WORLD_SIZE,
+    LOCAL_WORLD_SIZE), else an MPI launcher's (Open MPI, Intel MPI, MVAPICH), which accelerate takes on CPU."""
+    from accelerate.utils.environment import get_cpu_distributed_information
+
+    found = get_cpu_distributed_information()
+    return World(found.rank, found.local_rank, found.world_size, found.local_world_size)
 
 
 def start(cfg: RunConfig, device: torch.device) -> World:
@@ -213,8 +213,9 @@ def from_main(value: Any) -> Any:
 def training_arguments(cfg: RunConfig, model) -> dict[str, Any]:
     """TrainingArguments for the strategy: the same under any launcher, and inert in a single process."""
     settings = cfg.distributed
-    # Every trainable parameter takes part in every step (tunelab's methods), so DDP need not search the graph for
-    # unused ones each step (transformers' default searches, and warns that it found none).
+    # Every trainable parameter takes part in every step (tunelab's methods; transformers 5 keeps a mixture of
+    # experts' weights in one tensor per layer, so an expert no token reached still leaves no parameter unused),
+    # so DDP need not search the graph for unused ones each step (transformers' default searches, and warns).
     values: dict[str, Any] = {"ddp_timeout": settings.timeout_s, "ddp_find_unused_parameters": False}
     if settings.strategy == "fsdp":
         values["fsdp"] = "full_shard auto_wrap"
