@@ -56,12 +56,6 @@ CAPTION = (
 )
 
 
-def trains(method_name: str | None, strategy: str) -> bool:
-    """Whether the preflight lets the method train under the strategy (a SHARDED key): the sharding ones take
-    SHARDED_METHODS only (tunelab.training.distributed.check)."""
-    return strategy == "ddp" or method_name in SHARDED_METHODS
-
-
 def refusal(strategy: str) -> str:
     return f"{strategy} shards {' and '.join(SHARDED_METHODS)} only"
 

@@ -25,6 +25,7 @@ from tunelab.errors import ConfigError, TunelabError
 from tunelab.planning import distributed, estimate, machine, objectives, recommend
 from tunelab.planning.shape import Layout, method_layout, model_config
 from tunelab.planning.tokens import TokenStats, assumed_stats, token_stats
+from tunelab.training.distributed import trains
 from tunelab.training.preflight import PREFERENCE_METHODS
 
 # One row per registered method and variant (MethodSpec.plan_variants: qlora once per base precision), as
@@ -98,7 +99,7 @@ def candidate(row: MethodPlan, spread: distributed.Processes | None) -> recommen
     """With N processes a method is judged by the configured strategy's memory and the time with N."""
     if spread is None or row.per_process is None:
         return recommend.Candidate(row.label, _total(row), row.seconds_per_epoch)
-    if not distributed.trains(row.method.get("name"), spread.strategy):
+    if not trains(row.method.get("name"), spread.strategy):
         return recommend.Candidate(row.label, None, None)  # the preflight refuses it: never recommended
     needed = spread.needed(row.per_process.memory[spread.strategy].total)
     return recommend.Candidate(row.label, needed, row.per_process.seconds_per_epoch)

@@ -14,6 +14,7 @@ from typing import Any
 
 from tunelab.planning import distributed, recommend
 from tunelab.planning.planner import MethodPlan, Plan
+from tunelab.training.distributed import trains
 
 
 def to_dict(result: Plan) -> dict[str, Any]:
@@ -57,7 +58,7 @@ def per_process_dict(row: MethodPlan, spread: distributed.Processes, available: 
     return {
         "memory_bytes": {name: memory.as_dict() for name, memory in per.memory.items()},
         "fits": {  # a strategy the preflight refuses for this method: false, whatever the memory
-            name: distributed.trains(method, name) and recommend.fits(spread.needed(m.total), available)
+            name: trains(method, name) and recommend.fits(spread.needed(m.total), available)
             for name, m in per.memory.items()
         },
         "seconds_per_epoch": per.seconds_per_epoch,
@@ -164,9 +165,9 @@ def process_row_cells(row: MethodPlan, result: Plan) -> tuple[str, ...]:
         return label, "-", *dashes, f"no: {row.unavailable}", "-"
     memory, method = row.per_process.memory, row.method.get("name")
     per_strategy = tuple(
-        recommend.gb(memory[name].total) if distributed.trains(method, name) else "-" for name in distributed.SHARDED
+        recommend.gb(memory[name].total) if trains(method, name) else "-" for name in distributed.SHARDED
     )
-    if not distributed.trains(method, spread.strategy):
+    if not trains(method, spread.strategy):
         verdict = f"no: {distributed.refusal(spread.strategy)}"
     else:
         verdict = fit_verdict(spread.needed(memory[spread.strategy].total), result.available)

@@ -120,6 +120,12 @@ def gather(value: Any) -> list[Any]:
 SHARDED_METHODS = ("lora", "full")
 
 
+def trains(method_name: str | None, strategy: str) -> bool:
+    """Whether the method trains under the strategy (ddp; or a sharding one: fsdp, deepspeed, or the planner's
+    zero2/zero3), which take SHARDED_METHODS only."""
+    return strategy == "ddp" or method_name in SHARDED_METHODS
+
+
 def check(cfg: RunConfig) -> list[str]:
     """What cannot work, said before any weights load (preflight's problems)."""
     strategy, problems = cfg.distributed.strategy, []
@@ -141,7 +147,7 @@ def check(cfg: RunConfig) -> list[str]:
             f"distributed.strategy: {strategy} on CPU: accelerate shards with FSDP and DeepSpeed on GPUs only. "
             "Fix: distributed.strategy: ddp on CPU (every process holds the whole model)"
         )
-    if strategy != "ddp" and cfg.method.name not in SHARDED_METHODS:
+    if not trains(cfg.method.name, strategy):
         problems.append(
             f"distributed.strategy: {strategy} with method {cfg.method.name}: tunelab shards "
             f"{' and '.join(SHARDED_METHODS)} only. Fix: distributed.strategy: ddp"
